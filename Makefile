@@ -1,0 +1,26 @@
+# The two commands a new machine needs (see README.md):
+#   make demo   boots a tiny demo VM under libvirt and shows the library on it
+#   make test   installs what is missing, runs ruff, mypy --strict and the whole test suite
+VENV := .venv/bin
+
+.PHONY: setup test lint demo bench docs clean
+
+setup:
+	@scripts/setup.sh
+
+lint: setup
+	$(VENV)/ruff check qga_libvirt tests bench
+	$(VENV)/ruff format --check qga_libvirt tests bench
+	$(VENV)/mypy
+
+test: lint
+	$(VENV)/pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(VENV)/python -m bench
+
+docs: setup
+	$(VENV)/python -m qga_libvirt._docgen
+
+clean:
+	rm -rf .venv .mypy_cache .pytest_cache .ruff_cache

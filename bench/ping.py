@@ -1,0 +1,92 @@
+"""Ping round trip: the library vs a minimal hand-written socket client, same agent.
+
+Both run in one process against one host qemu-ga, in interleaved batches, so machine
+noise hits both alike; the figure is the ratio of the medians of batch means.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from qga_libvirt import GuestAgent
+
+from qga_libvirt.testing import HostAgent
+
+
+def minimal_client(path: Path) -> tuple[Callable[[], object], Callable[[], None]]:
+    """The floor: one persistent connection, write a line, read a line, parse it."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(path))
+    sock.settimeout(5)
+
+    def ping() -> object:
+        sock.sendall(b'{"execute":"guest-ping"}\n')
+        data = b""
+        while not data.endswith(b"\n"):
+            data += sock.recv(65536)
+        return json.loads(data)
+
+    return ping, sock.close
+
+
+def batch_means(
+    contenders: dict[str, Callable[[], object]], batches: int, per_batch: int
+) -> dict[str, list[float]]:
+    results: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(batches):
+        for name, call in contenders.items():
+            start = time.perf_counter()
+            for _ in range(per_batch):
+                call()
+            results[name].append((time.perf_counter() - start) / per_batch)
+    return results
+
+
+def main(batches: int = 40, per_batch: int = 250) -> float:
+    with HostAgent() as host:
+        path = host.socket
+        base_ping, base_close = minimal_client(path)
+        # The minimal client holds the agent's only connection while it is open: run
+        # each contender's batch with the other's connection given back.
+        agent = GuestAgent.from_socket(path, idle_timeout=None)
+
+        def lib_batch() -> object:
+            return agent.ping()
+
+        base_close()
+        results: dict[str, list[float]] = {"minimal": [], "library": []}
+        for _ in range(batches):
+            ping, close = minimal_client(path)
+            for _ in range(50):
+                ping()
+            start = time.perf_counter()
+            for _ in range(per_batch):
+                ping()
+            results["minimal"].append((time.perf_counter() - start) / per_batch)
+            close()
+            for _ in range(50):
+                lib_batch()
+            start = time.perf_counter()
+            for _ in range(per_batch):
+                lib_batch()
+            results["library"].append((time.perf_counter() - start) / per_batch)
+            agent.transport.close()
+            agent = GuestAgent.from_socket(path, idle_timeout=None)
+        agent.close()
+    minimal = statistics.median(results["minimal"]) * 1e6
+    library = statistics.median(results["library"]) * 1e6
+    ratio = library / minimal
+    print(f"ping round trip, host qemu-ga, {batches} interleaved batches of {per_batch}:")
+    print(f"  minimal client  {minimal:8.1f} us median")
+    print(f"  qga_libvirt     {library:8.1f} us median")
+    print(f"  ratio library/minimal = {ratio:.2f}  (target <= 1.3)")
+    return ratio
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""Every error qga-libvirt raises, in one tree.
+
+::
+
+    GuestAgentError                  .code .is_unreachable .target .command
+    ├── AgentUnreachableError        1000  the agent could not be reached at all
+    ├── AgentTimeoutError            1003  no reply within the timeout
+    ├── ConnectionLostError          1001/1002  the connection broke while reading/writing
+    ├── ProtocolError                1001  the conversation broke: garbage, id mismatch,
+    │                                      a reply that breaks the schema (.reply kept)
+    └── AgentCommandError            1004  the agent answered with an error (.error_class .desc)
+        ├── CommandDisabledError           disabled by --block-rpcs/--allow-rpcs
+        │   └── GuestFrozenError           disabled because filesystems are frozen
+        └── CommandNotFoundError           unknown to this agent's version
+
+Errors from below (OSError, json, libvirt) are never raised as they are: they become
+one of these, with the original kept as ``__cause__``. Every message says what is wrong
+and, where there is one, what to do about it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Final
+
+__all__ = [
+    "ERR_CANNOT_READ",
+    "ERR_CANNOT_WRITE",
+    "ERR_FROM_AGENT",
+    "ERR_NO_CONNECT",
+    "ERR_TIMED_OUT",
+    "AgentCommandError",
+    "AgentTimeoutError",
+    "AgentUnreachableError",
+    "CommandDisabledError",
+    "CommandNotFoundError",
+    "ConnectionLostError",
+    "GuestAgentError",
+    "GuestFrozenError",
+    "ProtocolError",
+    "agent_error",
+]
+
+ERR_NO_CONNECT: Final = 1000
+"""Connecting to the agent failed."""
+ERR_CANNOT_READ: Final = 1001
+"""Reading from the agent failed, or what was read made no sense."""
+ERR_CANNOT_WRITE: Final = 1002
+"""Writing to the agent failed."""
+ERR_TIMED_OUT: Final = 1003
+"""No reply within the timeout: the agent may not be running in the guest."""
+ERR_FROM_AGENT: Final = 1004
+"""The agent answered with an error: see ``error_class`` and ``desc``."""
+
+
+class GuestAgentError(Exception):
+    """Base of every error: something went wrong talking to a guest agent.
+
+    Attributes:
+        code: one of the ``ERR_*`` constants.
+        is_unreachable: True when the agent could not be reached at all.
+        target: what was being talked to, e.g. ``"socket /run/qga.sock"``, ``"domain 'web1'"``.
+        command: the wire name of the command being run, when there was one.
+    """
+
+    code: int = ERR_CANNOT_READ
+    default_unreachable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        target: str | None = None,
+        command: str | None = None,
+        is_unreachable: bool | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.target = target
+        self.command = command
+        self.is_unreachable = self.default_unreachable if is_unreachable is None else is_unreachable
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class AgentUnreachableError(GuestAgentError):
+    """The agent could not be reached: no socket, connection refused, VM not running."""
+
+    code = ERR_NO_CONNECT
+    default_unreachable = True
+
+
+class AgentTimeoutError(GuestAgentError):
+    """No reply came within the timeout.
+
+    The request may still be running in the guest; the connection is resynchronised
+    before it is used again, so a late reply never reaches another caller.
+    """
+
+    code = ERR_TIMED_OUT
+
+
+class ConnectionLostError(GuestAgentError):
+    """The connection broke while a request was being written or its reply read."""
+
+    def __init__(self, message: str, *, writing: bool = False, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.code = ERR_CANNOT_WRITE if writing else ERR_CANNOT_READ
+
+
+class ProtocolError(GuestAgentError):
+    """The agent sent something that is not a valid reply to what was asked.
+
+    Attributes:
+        reply: the offending reply (bytes as read, or the decoded JSON value).
+    """
+
+    code = ERR_CANNOT_READ
+
+    def __init__(self, message: str, *, reply: object = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.reply = reply
+
+
+class AgentCommandError(GuestAgentError):
+    """The agent ran the command and answered with an error.
+
+    Attributes:
+        error_class: the agent's error class, e.g. ``"GenericError"``.
+        desc: the agent's description, as it sent it.
+    """
+
+    code = ERR_FROM_AGENT
+
+    def __init__(self, message: str, *, error_class: str, desc: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.error_class = error_class
+        self.desc = desc
+
+
+class CommandDisabledError(AgentCommandError):
+    """The agent knows the command but has it disabled (``--block-rpcs``/``--allow-rpcs``)."""
+
+
+class GuestFrozenError(CommandDisabledError):
+    """The command is refused because the guest's filesystems are frozen: thaw them first."""
+
+
+class CommandNotFoundError(AgentCommandError):
+    """The agent's version does not know the command."""
+
+
+def agent_error(
+    error_class: str,
+    desc: str,
+    *,
+    target: str | None,
+    command: str | None,
+    agent_version: str | None = None,
+    frozen: bool = False,
+) -> AgentCommandError:
+    """Turn an agent ``{"error": {"class", "desc"}}`` into the matching typed error.
+
+    This is the one place where the agent's error texts are interpreted; every backend
+    (raw socket, libvirt) goes through it.
+    """
+    where = f" on {target}" if target else ""
+    version = f" (agent version {agent_version})" if agent_version else ""
+    cls: type[AgentCommandError] = AgentCommandError
+    if error_class == "CommandNotFound":
+        lowered = desc.lower()
+        if "has been disabled" in lowered:
+            if frozen or "frozen" in lowered or "fsfreeze" in lowered:
+                cls = GuestFrozenError
+                hint = "the guest's filesystems are frozen; thaw them (guest-fsfreeze-thaw) first"
+            else:
+                cls = CommandDisabledError
+                hint = "it is disabled in the agent's configuration (--block-rpcs/--allow-rpcs)"
+        else:
+            cls = CommandNotFoundError
+            hint = "this agent's version does not have it; upgrade qemu-guest-agent in the guest"
+        message = f"{command or 'command'} refused{where}{version}: {hint} [{desc}]"
+    else:
+        message = f"{command or 'command'} failed{where}: {desc} [{error_class}]"
+    return cls(message, error_class=error_class, desc=desc, target=target, command=command)

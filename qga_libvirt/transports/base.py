@@ -1,0 +1,64 @@
+"""The contract every backend fulfils: one request in, one reply out.
+
+A transport works at the level of requests and replies, not bytes: the raw-socket
+backend frames JSON itself, libvirt does it inside the daemon, the fake answers from a
+function. Agent errors come back as a :class:`~qga_libvirt.protocol.Reply` with an error
+class (the client turns it into a typed error); everything else that goes wrong is raised
+as a :class:`~qga_libvirt.errors.GuestAgentError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from ..protocol import Reply
+
+__all__ = ["Reply", "Request", "Transport"]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One command for the agent, as it goes on the wire.
+
+    ``replies`` is False for the commands that send no reply on success
+    (guest-shutdown, guest-suspend-*).
+    """
+
+    command: str
+    arguments: Mapping[str, Any] | None = None
+    replies: bool = True
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """A way to reach one guest agent."""
+
+    @property
+    def target(self) -> str:
+        """What this transport talks to, for messages: ``socket /x``, ``domain 'web1'``."""
+        ...
+
+    @property
+    def max_request_bytes(self) -> int | None:
+        """The largest encoded request this backend carries safely (None: no limit)."""
+        ...
+
+    @property
+    def max_reply_bytes(self) -> int | None:
+        """The largest reply this backend carries safely (None: no limit)."""
+        ...
+
+    def execute(self, request: Request, timeout: float) -> Reply:
+        """Run one request and return the agent's reply.
+
+        Raises:
+            GuestAgentError: the agent could not be reached, did not answer in time,
+                or the conversation broke. Agent errors are returned, not raised.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the connection; a later :meth:`execute` may open a new one."""
+        ...

@@ -1,0 +1,301 @@
+"""The raw-socket backend: a QEMU chardev unix socket (or the host's qemu-ga).
+
+Sharing policy. A chardev socket serves ONE client at a time and queues the others, so
+a connection held open locks every other client (another process, virsh, a script) out.
+This transport therefore closes its connection after ``idle_timeout`` seconds without a
+request (default :data:`DEFAULT_IDLE_TIMEOUT`, 2 s): back-to-back calls share one
+connection, and an idle program gives the agent back. ``idle_timeout=0`` connects per
+call; ``None`` keeps the connection until :meth:`SocketTransport.close`. Connections are
+always shut down before they are closed, so the agent sees the end at once.
+
+If the agent went away (agent or VM restart), the next call finds the dead connection
+before writing and reconnects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import math
+import os
+import select
+import socket
+import threading
+import time
+from typing import Final
+
+from ..errors import (
+    AgentTimeoutError,
+    AgentUnreachableError,
+    ConnectionLostError,
+    GuestAgentError,
+)
+from ..protocol import Conversation, Reply
+from .base import Request
+
+__all__ = ["DEFAULT_IDLE_TIMEOUT", "SocketTransport"]
+
+DEFAULT_IDLE_TIMEOUT: Final = 2.0
+_RECV_SIZE: Final = 1 << 20
+
+
+class SocketTransport:
+    """Talk to an agent over a unix socket: one request at a time, from any thread.
+
+    Args:
+        path: the chardev's unix socket; or None with ``sock``.
+        sock: an already connected socket (taken over; cannot be reopened once lost).
+        idle_timeout: seconds without a request before the connection is given back
+            (see the module docs); 0 connects per call, None keeps it open.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        sock: socket.socket | None = None,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+    ) -> None:
+        if (path is None) == (sock is None):
+            raise ValueError("give either a socket path or a connected socket")
+        self.path = os.fspath(path) if path is not None else None
+        self.idle_timeout = idle_timeout
+        self._sock = sock
+        self._poller: select.poll | None = None
+        self._conversation = Conversation()
+        self._lock = threading.Lock()
+        self._last_used = time.monotonic()
+        self._wake = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._buffer = bytearray(_RECV_SIZE)
+        self._closed = False
+        if sock is not None:
+            self._target = f"socket fd {sock.fileno()}"
+        else:
+            self._target = f"socket {self.path}"
+
+    @property
+    def target(self) -> str:
+        return self._target
+
+    @property
+    def max_request_bytes(self) -> int | None:
+        return None
+
+    @property
+    def max_reply_bytes(self) -> int | None:
+        return None
+
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
+
+    def execute(self, request: Request, timeout: float) -> Reply:
+        with self._lock:
+            if self._closed:
+                raise AgentUnreachableError(
+                    f"{self._target} was closed; open a new GuestAgent",
+                    target=self._target,
+                    command=request.command,
+                )
+            try:
+                return self._execute(request, timeout)
+            finally:
+                self._last_used = time.monotonic()
+                if self.idle_timeout == 0:
+                    self._disconnect()
+
+    def _execute(self, request: Request, timeout: float) -> Reply:
+        deadline = time.monotonic() + timeout
+        reused = self._sock is not None
+        sock, poller = self._ensure_connected(request.command, timeout)
+        data = self._conversation.send(request.command, request.arguments, replies=request.replies)
+        try:
+            self._send(sock, poller, data, deadline)
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            # A unix socket whose peer is gone fails the first write with nothing
+            # delivered: the agent or VM restarted since the last call. Reconnect once.
+            self._disconnect()
+            if not reused or self.path is None:
+                raise self._lost(request.command, exc, writing=True) from exc
+            sock, poller = self._ensure_connected(request.command, timeout)
+            data = self._conversation.send(
+                request.command, request.arguments, replies=request.replies
+            )
+            try:
+                self._send(sock, poller, data, deadline)
+            except OSError as again:
+                self._conversation.abandon()
+                self._disconnect()
+                raise self._lost(request.command, again, writing=True) from again
+        except TimeoutError as exc:
+            self._conversation.abandon()
+            raise self._timeout(request.command, timeout) from exc
+        except OSError as exc:
+            self._conversation.abandon()
+            self._disconnect()
+            raise self._lost(request.command, exc, writing=True) from exc
+        try:
+            return self._receive(sock, poller, deadline)
+        except TimeoutError as exc:
+            self._conversation.abandon()
+            raise self._timeout(request.command, timeout) from exc
+        except OSError as exc:
+            self._conversation.abandon()
+            self._disconnect()
+            raise self._lost(request.command, exc, writing=False) from exc
+        except GuestAgentError as exc:
+            exc.target, exc.command = self._target, request.command
+            raise
+
+    @staticmethod
+    def _send(sock: socket.socket, poller: select.poll, data: bytes, deadline: float) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[sock.send(view) :]
+            except BlockingIOError:
+                poller.modify(sock, select.POLLOUT)
+                try:
+                    _wait(poller, deadline)
+                finally:
+                    poller.modify(sock, select.POLLIN)
+
+    def _receive(self, sock: socket.socket, poller: select.poll, deadline: float) -> Reply:
+        conv, buffer = self._conversation, self._buffer
+        reply = conv.next_reply() if conv.buffered else None  # data left from before
+        while reply is None:
+            _wait(poller, deadline)
+            try:
+                n = sock.recv_into(buffer)
+            except BlockingIOError:
+                continue
+            if n == 0:
+                raise ConnectionResetError(errno.ECONNRESET, "the agent closed the connection")
+            conv.receive_data(memoryview(buffer)[:n])
+            reply = conv.next_reply()
+        return reply
+
+    def _lost(self, command: str, exc: OSError, *, writing: bool) -> ConnectionLostError:
+        what = "writing to" if writing else "reading the reply to " + command + " from"
+        return ConnectionLostError(
+            f"lost the connection while {what} {self._target}: {exc.strerror or exc}; "
+            "the agent or VM may have restarted, the next call reconnects",
+            writing=writing,
+            target=self._target,
+            command=command,
+        )
+
+    def _timeout(self, command: str, timeout: float) -> AgentTimeoutError:
+        never = not self._conversation.synced_once
+        hint = (
+            "is qemu-ga running in the guest? (another client may also be holding the "
+            "socket: a chardev serves one client at a time)"
+            if never
+            else "the command may still be running in the guest"
+        )
+        return AgentTimeoutError(
+            f"no reply to {command} from {self._target} within {timeout:g} s: {hint}",
+            target=self._target,
+            command=command,
+            is_unreachable=never,
+        )
+
+    def _ensure_connected(self, command: str, timeout: float) -> tuple[socket.socket, select.poll]:
+        if self._sock is not None and self._poller is not None:
+            return self._sock, self._poller
+        if self._sock is None:
+            if self.path is None:
+                raise ConnectionLostError(
+                    f"{self._target} was closed by the agent; a socket given by fd cannot be "
+                    "reopened: connect again and wrap the new one",
+                    target=self._target,
+                    command=command,
+                )
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(timeout)
+                sock.connect(self.path)
+            except OSError as exc:
+                sock.close()
+                raise AgentUnreachableError(
+                    f"cannot connect to {self._target}: {_connect_hint(exc, self.path)}",
+                    target=self._target,
+                    command=command,
+                ) from exc
+            self._sock = sock
+            self._conversation = Conversation()
+            self._start_watcher()
+        sock = self._sock
+        sock.setblocking(False)  # I/O waits in poll(), bounded by the call's deadline
+        self._poller = select.poll()
+        self._poller.register(sock, select.POLLIN)
+        return sock, self._poller
+
+    def _start_watcher(self) -> None:
+        if (
+            self.idle_timeout
+            and self.path is not None
+            and (self._watcher is None or not self._watcher.is_alive())
+        ):
+            self._watcher = threading.Thread(
+                target=self._watch_idle, name=f"qga idle {self._target}", daemon=True
+            )
+            self._watcher.start()
+
+    def _watch_idle(self) -> None:
+        idle = self.idle_timeout
+        assert idle
+        while not self._closed and self._sock is not None:
+            delay = self._last_used + idle - time.monotonic()
+            if delay > 0:
+                self._wake.wait(delay)
+                continue
+            if self._lock.acquire(blocking=False):
+                try:
+                    if time.monotonic() - self._last_used >= idle:
+                        self._disconnect()
+                        return
+                finally:
+                    self._lock.release()
+            self._wake.wait(idle)
+
+    def _disconnect(self) -> None:
+        sock, self._sock, self._poller = self._sock, None, None
+        if sock is None:
+            return
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+        self._conversation = Conversation()
+
+    def close(self) -> None:
+        """Shut the connection down; the transport cannot be used afterwards."""
+        with self._lock:
+            self._closed = True
+            self._disconnect()
+        self._wake.set()
+
+
+def _connect_hint(exc: OSError, path: str) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return (
+            f"{path} does not exist: is the VM running with an agent channel "
+            "(-chardev socket,path=...,server=on) or qemu-ga listening there?"
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return f"nothing is listening on {path}: the VM or qemu-ga has stopped"
+    if isinstance(exc, PermissionError):
+        return f"permission denied on {path}: run as a user that may open it (often root)"
+    if isinstance(exc, TimeoutError):
+        return "the connection timed out: the socket's owner is not accepting connections"
+    if exc.errno == errno.ENOTSOCK or exc.errno == errno.ECONNREFUSED:
+        return f"{path} is not a listening unix socket"
+    return exc.strerror or str(exc)
+
+
+def _wait(poller: select.poll, deadline: float) -> None:
+    """Block until the socket is ready as registered; TimeoutError at the deadline."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0 or not poller.poll(math.ceil(remaining * 1000)):
+        raise TimeoutError
