@@ -5,6 +5,9 @@ VENV := .venv/bin
 
 .PHONY: setup test lint demo bench docs clean
 
+demo: setup
+	$(VENV)/python scripts/demo.py
+
 setup:
 	@scripts/setup.sh
 

@@ -118,6 +118,8 @@ class GuestAgent(Commands):
         reply = self.transport.execute(request, self.timeout)
         if reply.is_error:
             raise self._error(command.wire, reply)
+        if command.reply is None:
+            return None
         value = command.parse(reply.value)
         if isinstance(value, AgentInfo):
             self._shared.info = value

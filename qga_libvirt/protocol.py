@@ -221,16 +221,22 @@ class Conversation:
             else:
                 self.discarded += 1  # the sentinel of an earlier, abandoned resync
         while (line := self._framer.next_line()) is not None:
-            message = _decode(line.lstrip(_SENTINEL_BYTE))
+            if line[:1] == _SENTINEL_BYTE:
+                line = line.lstrip(_SENTINEL_BYTE)
+            message = _decode(line)
             ident = message.get("id") if isinstance(message, dict) else None
-            if ident is None or ident not in (self._expected, self._fence):
+            if ident is None or (ident != self._expected and ident != self._fence):
                 self.discarded += 1
                 continue
-            try:
-                reply = Reply.from_message(message)
-            except ProtocolError:
-                self.abandon()
-                raise
+            assert isinstance(message, dict)
+            if "return" in message:
+                reply = Reply(message["return"])
+            else:
+                try:
+                    reply = Reply.from_message(message)
+                except ProtocolError:
+                    self.abandon()
+                    raise
             if ident == self._fence and not reply.is_error:
                 reply = Reply(value=None)
             self._expected = self._fence = None

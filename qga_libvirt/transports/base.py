@@ -10,16 +10,14 @@ as a :class:`~qga_libvirt.errors.GuestAgentError`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from ..protocol import Reply
 
 __all__ = ["Reply", "Request", "Transport"]
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):
     """One command for the agent, as it goes on the wire.
 
     ``replies`` is False for the commands that send no reply on success

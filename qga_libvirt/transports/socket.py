@@ -150,7 +150,13 @@ class SocketTransport:
 
     @staticmethod
     def _send(sock: socket.socket, poller: select.poll, data: bytes, deadline: float) -> None:
-        view = memoryview(data)
+        try:
+            sent = sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            return
+        view = memoryview(data)[sent:]
         while view:
             try:
                 view = view[sock.send(view) :]
