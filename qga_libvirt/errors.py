@@ -4,10 +4,18 @@
 
     GuestAgentError                  .code .is_unreachable .target .command
     ├── AgentUnreachableError        1000  the agent could not be reached at all
+    │   ├── LibvirtConnectionError           cannot connect to the libvirt URI
+    │   ├── DomainNotFoundError              no such domain (name, UUID or ID)
+    │   ├── DomainNotRunningError            the domain is shut off, paused, ...
+    │   ├── AgentNotConfiguredError          the domain has no guest agent channel
+    │   └── AgentNotConnectedError           channel present, no agent in the guest
     ├── AgentTimeoutError            1003  no reply within the timeout
+    │   └── AgentUnresponsiveError           libvirt gave up on the agent (timeout or error)
     ├── ConnectionLostError          1001/1002  the connection broke while reading/writing
     ├── ProtocolError                1001  the conversation broke: garbage, id mismatch,
     │                                      a reply that breaks the schema (.reply kept)
+    ├── RequestTooLargeError         1002  a request above what the backend carries safely
+    ├── LibvirtError                 1001  any other libvirt failure (.libvirt_code)
     └── AgentCommandError            1004  the agent answered with an error (.error_class .desc)
         ├── CommandDisabledError           disabled by --block-rpcs/--allow-rpcs
         │   └── GuestFrozenError           disabled because filesystems are frozen
@@ -29,14 +37,22 @@ __all__ = [
     "ERR_NO_CONNECT",
     "ERR_TIMED_OUT",
     "AgentCommandError",
+    "AgentNotConfiguredError",
+    "AgentNotConnectedError",
     "AgentTimeoutError",
     "AgentUnreachableError",
+    "AgentUnresponsiveError",
     "CommandDisabledError",
     "CommandNotFoundError",
     "ConnectionLostError",
+    "DomainNotFoundError",
+    "DomainNotRunningError",
     "GuestAgentError",
     "GuestFrozenError",
+    "LibvirtConnectionError",
+    "LibvirtError",
     "ProtocolError",
+    "RequestTooLargeError",
     "agent_error",
 ]
 
@@ -90,6 +106,27 @@ class AgentUnreachableError(GuestAgentError):
     default_unreachable = True
 
 
+class LibvirtConnectionError(AgentUnreachableError):
+    """libvirt could not be reached at the URI (daemon down, wrong URI, no permission)."""
+
+
+class DomainNotFoundError(AgentUnreachableError):
+    """No domain has that name, UUID or ID."""
+
+
+class DomainNotRunningError(AgentUnreachableError):
+    """The domain exists but is not running: start it (virsh start NAME)."""
+
+
+class AgentNotConfiguredError(AgentUnreachableError):
+    """The domain has no guest agent channel in its XML."""
+
+
+class AgentNotConnectedError(AgentUnreachableError):
+    """The channel exists but no agent has opened it in the guest (not installed/started,
+    or the guest is still booting)."""
+
+
 class AgentTimeoutError(GuestAgentError):
     """No reply came within the timeout.
 
@@ -98,6 +135,11 @@ class AgentTimeoutError(GuestAgentError):
     """
 
     code = ERR_TIMED_OUT
+
+
+class AgentUnresponsiveError(AgentTimeoutError):
+    """libvirt reports the agent unresponsive: it timed out, or libvirt closed the channel
+    after an error."""
 
 
 class ConnectionLostError(GuestAgentError):
@@ -120,6 +162,27 @@ class ProtocolError(GuestAgentError):
     def __init__(self, message: str, *, reply: object = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.reply = reply
+
+
+class RequestTooLargeError(GuestAgentError):
+    """The encoded request is larger than the backend carries safely (libvirt: 64 KiB).
+
+    Nothing was sent. Use the chunking helpers (file transfer) or the socket backend.
+    """
+
+    code = ERR_CANNOT_WRITE
+
+
+class LibvirtError(GuestAgentError):
+    """A libvirt failure that has no more specific error.
+
+    Attributes:
+        libvirt_code: libvirt's error code (``VIR_ERR_*``).
+    """
+
+    def __init__(self, message: str, *, libvirt_code: int | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.libvirt_code = libvirt_code
 
 
 class AgentCommandError(GuestAgentError):

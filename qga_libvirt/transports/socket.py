@@ -47,6 +47,7 @@ class SocketTransport:
         sock: an already connected socket (taken over; cannot be reopened once lost).
         idle_timeout: seconds without a request before the connection is given back
             (see the module docs); 0 connects per call, None keeps it open.
+        target: how messages name what is reached (default ``socket PATH``).
     """
 
     def __init__(
@@ -55,6 +56,7 @@ class SocketTransport:
         *,
         sock: socket.socket | None = None,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        target: str | None = None,
     ) -> None:
         if (path is None) == (sock is None):
             raise ValueError("give either a socket path or a connected socket")
@@ -69,7 +71,9 @@ class SocketTransport:
         self._watcher: threading.Thread | None = None
         self._buffer = bytearray(_RECV_SIZE)
         self._closed = False
-        if sock is not None:
+        if target is not None:
+            self._target = target
+        elif sock is not None:
             self._target = f"socket fd {sock.fileno()}"
         else:
             self._target = f"socket {self.path}"

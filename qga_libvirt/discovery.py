@@ -1,0 +1,264 @@
+"""libvirt domains: connections, lookup by name/UUID/ID, and the agent channel in the XML.
+
+The live domain XML tells whether a domain has a guest agent channel and its state::
+
+    <channel type='unix'>
+      <source mode='bind' path='/var/lib/libvirt/qemu/channel/target/domain-1-vm/org...'/>
+      <target type='virtio' name='org.qemu.guest_agent.0' state='connected'/>
+    </channel>
+
+libvirt holds such a channel itself (talk to it through libvirt). A channel added behind
+libvirt's back, through ``<qemu:commandline>`` (``-chardev socket,path=...`` plus a
+``virtserialport`` named ``org.qemu.guest_agent.0``), is a raw socket anyone on the host
+can open: the socket backend talks to it directly.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import threading
+import uuid as uuidlib
+from typing import Any, Final, Literal
+
+import libvirt
+from lxml import etree
+from pydantic import BaseModel, ConfigDict
+
+from .errors import DomainNotFoundError, LibvirtConnectionError, LibvirtError
+
+__all__ = [
+    "AGENT_CHANNEL_NAME",
+    "AgentChannel",
+    "DomainInfo",
+    "agent_channel_from_xml",
+    "default_uri",
+    "describe_domain",
+    "list_domains",
+    "lookup_domain",
+    "open_connection",
+]
+
+AGENT_CHANNEL_NAME: Final = "org.qemu.guest_agent.0"
+_QEMU_NS: Final = "http://libvirt.org/schemas/domain/qemu/1.0"
+
+_STATES: Final = {
+    libvirt.VIR_DOMAIN_NOSTATE: "no state",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutting down",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shut off",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
+}
+
+
+def _silence(_ctx: object, _error: object) -> None:
+    """libvirt's default handler prints every error to stderr; ours carry it instead."""
+
+
+libvirt.registerErrorHandler(_silence, None)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class AgentChannel(_Frozen):
+    """The guest agent channel of a domain, as its live XML describes it.
+
+    Attributes:
+        state: ``"connected"`` (a process in the guest opened the port; not proof that it
+            answers) or ``"disconnected"``, as libvirt reports; None where libvirt does not
+            know (a channel it does not hold, or a domain that is not running).
+        socket_path: the host-side unix socket, when there is one.
+        target_name: the port name, ``org.qemu.guest_agent.0``.
+        held_by_libvirt: True for a ``<channel>`` libvirt manages (use the libvirt
+            backend); False for one added through ``<qemu:commandline>`` (raw socket).
+    """
+
+    state: Literal["connected", "disconnected"] | None
+    socket_path: str | None
+    target_name: str = AGENT_CHANNEL_NAME
+    held_by_libvirt: bool = True
+
+
+class DomainInfo(_Frozen):
+    """One domain: identity, state and its agent channel (None when it has none)."""
+
+    name: str
+    uuid: str
+    id: int | None
+    state: str
+    agent_channel: AgentChannel | None
+    uri: str
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+def default_uri() -> str:
+    """The URI virsh would use: ``$LIBVIRT_DEFAULT_URI``, else ``qemu:///system``."""
+    return os.environ.get("LIBVIRT_DEFAULT_URI") or "qemu:///system"
+
+
+_connections: dict[str, Any] = {}
+_connections_lock = threading.Lock()
+
+
+def open_connection(uri: str | None = None, *, shared: bool = True) -> Any:
+    """A libvirt connection to ``uri`` (default like virsh, see :func:`default_uri`).
+
+    With ``shared`` (the default) one connection per URI is kept for the process and
+    reused, so looking domains up costs no new handshake.
+
+    Raises:
+        LibvirtConnectionError: libvirtd is not reachable at the URI.
+    """
+    uri = uri or default_uri()
+    with _connections_lock:
+        conn = _connections.get(uri) if shared else None
+        if conn is not None and conn.isAlive():
+            return conn
+        try:
+            conn = libvirt.open(uri)
+        except libvirt.libvirtError as exc:
+            raise LibvirtConnectionError(
+                f"cannot connect to libvirt at {uri}: {exc.get_error_message()}; is libvirtd "
+                "running there, and may this user use it (root, or the libvirt group)?",
+                target=uri,
+            ) from exc
+        if shared:
+            _connections[uri] = conn
+        return conn
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuidlib.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+def lookup_domain(conn: Any, domain: str | int) -> Any:
+    """Find a domain by name, UUID or numeric ID, like virsh does.
+
+    Raises:
+        DomainNotFoundError: no domain matches; the message names what was asked for.
+    """
+    text = str(domain)
+    attempts: list[Any] = []
+    if isinstance(domain, int) or text.isdigit():
+        attempts.append(lambda: conn.lookupByID(int(text)))
+    if _is_uuid(text):
+        attempts.append(lambda: conn.lookupByUUIDString(text))
+    attempts.append(lambda: conn.lookupByName(text))
+    last: libvirt.libvirtError | None = None
+    for attempt in attempts:
+        try:
+            return attempt()
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise LibvirtError(
+                    f"looking up domain '{text}' failed: {exc.get_error_message()}",
+                    libvirt_code=exc.get_error_code(),
+                    target=f"domain '{text}'",
+                ) from exc
+            last = exc
+    raise DomainNotFoundError(
+        f"domain '{text}' not found on {conn.getURI()}: check the name with "
+        "`virsh list --all` (or `qga list`), or pass uri= for another hypervisor",
+        target=f"domain '{text}'",
+    ) from last
+
+
+def agent_channel_from_xml(xml: str | bytes) -> AgentChannel | None:
+    """The agent channel described by a domain's XML, or None when it has none."""
+    root = etree.fromstring(xml.encode() if isinstance(xml, str) else xml)
+    for channel in root.iterfind("devices/channel"):
+        target = channel.find("target")
+        if target is None or target.get("name") != AGENT_CHANNEL_NAME:
+            continue
+        source = channel.find("source")
+        state = target.get("state")
+        return AgentChannel(
+            state=state if state in ("connected", "disconnected") else None,  # type: ignore[arg-type]
+            socket_path=source.get("path") if source is not None else None,
+        )
+    return _channel_from_commandline(root)
+
+
+def _channel_from_commandline(root: Any) -> AgentChannel | None:
+    args = [
+        arg.get("value", "")
+        for arg in root.iterfind(f"{{{_QEMU_NS}}}commandline/{{{_QEMU_NS}}}arg")
+    ]
+    chardevs: dict[str, str] = {}
+    port_chardev: str | None = None
+    for flag, value in itertools.pairwise(args):
+        options = _qemu_options(value)
+        if flag == "-chardev" and "path" in options and "id" in options:
+            chardevs[options["id"]] = options["path"]
+        elif flag == "-device" and options.get("name") == AGENT_CHANNEL_NAME:
+            port_chardev = options.get("chardev")
+    if port_chardev is None or port_chardev not in chardevs:
+        return None
+    return AgentChannel(state=None, socket_path=chardevs[port_chardev], held_by_libvirt=False)
+
+
+def _qemu_options(value: str) -> dict[str, str]:
+    """``socket,path=/x,server=on,id=a`` -> {"path": "/x", "server": "on", "id": "a"}."""
+    options = {}
+    for part in re.split(r"(?<!,),(?!,)", value):
+        key, sep, val = part.partition("=")
+        if sep:
+            options[key] = val.replace(",,", ",")
+    return options
+
+
+def describe_domain(dom: Any) -> DomainInfo:
+    """Name, UUID, ID, state and agent channel of an open ``virDomain``.
+
+    Raises:
+        LibvirtError: libvirt failed to answer (e.g. the domain vanished meanwhile).
+    """
+    try:
+        state_code = dom.state()[0]
+        xml = dom.XMLDesc(0)
+        ident = dom.ID()
+        return DomainInfo(
+            name=dom.name(),
+            uuid=dom.UUIDString(),
+            id=ident if ident >= 0 else None,
+            state=_STATES.get(state_code, f"state {state_code}"),
+            agent_channel=agent_channel_from_xml(xml),
+            uri=dom.connect().getURI(),
+        )
+    except libvirt.libvirtError as exc:
+        raise LibvirtError(
+            f"reading domain {dom.name()!r} failed: {exc.get_error_message()}",
+            libvirt_code=exc.get_error_code(),
+            target=f"domain '{dom.name()}'",
+        ) from exc
+
+
+def list_domains(uri: str | Any | None = None) -> list[DomainInfo]:
+    """Every domain on a hypervisor (running or not), sorted by name, with its channel.
+
+    ``uri`` is a libvirt URI (default like virsh) or an open ``virConnect``.
+
+    Raises:
+        LibvirtConnectionError: libvirt is not reachable at the URI.
+    """
+    conn = uri if isinstance(uri, libvirt.virConnect) else open_connection(uri)
+    infos = []
+    for dom in conn.listAllDomains(0):
+        try:
+            infos.append(describe_domain(dom))
+        except LibvirtError:
+            continue  # it went away while we looked
+    return sorted(infos, key=lambda info: info.name)
