@@ -7,10 +7,14 @@ Quick start::
     with GuestAgent.from_socket("/run/qga.sock") as agent:
         agent.ping()
         print(agent.info().version)
+
+    agent = GuestAgent.from_domain("web1")          # a libvirt domain, by name/UUID/ID
+    print(agent.get_osinfo().pretty_name)
 """
 
 from .client import DEFAULT_TIMEOUT, GuestAgent
 from .commands import Command, Commands
+from .discovery import AgentChannel, DomainInfo, list_domains
 from .errors import (
     ERR_CANNOT_READ,
     ERR_CANNOT_WRITE,
@@ -18,14 +22,23 @@ from .errors import (
     ERR_NO_CONNECT,
     ERR_TIMED_OUT,
     AgentCommandError,
+    AgentNotConfiguredError,
+    AgentNotConnectedError,
     AgentTimeoutError,
     AgentUnreachableError,
+    AgentUnresponsiveError,
     CommandDisabledError,
     CommandNotFoundError,
     ConnectionLostError,
+    DomainNotFoundError,
+    DomainNotRunningError,
     GuestAgentError,
     GuestFrozenError,
+    LibvirtConnectionError,
+    LibvirtError,
     ProtocolError,
+    RequestTooLargeError,
+    TransferError,
 )
 from .models import AgentInfo, CommandInfo, Model
 from .transports import FakeTransport, Reply, Request, SocketTransport, Transport
@@ -37,24 +50,36 @@ __all__ = [
     "ERR_FROM_AGENT",
     "ERR_NO_CONNECT",
     "ERR_TIMED_OUT",
+    "AgentChannel",
     "AgentCommandError",
     "AgentInfo",
+    "AgentNotConfiguredError",
+    "AgentNotConnectedError",
     "AgentTimeoutError",
     "AgentUnreachableError",
+    "AgentUnresponsiveError",
     "Command",
     "CommandDisabledError",
     "CommandInfo",
     "CommandNotFoundError",
     "Commands",
     "ConnectionLostError",
+    "DomainInfo",
+    "DomainNotFoundError",
+    "DomainNotRunningError",
     "FakeTransport",
     "GuestAgent",
     "GuestAgentError",
     "GuestFrozenError",
+    "LibvirtConnectionError",
+    "LibvirtError",
     "Model",
     "ProtocolError",
     "Reply",
     "Request",
+    "RequestTooLargeError",
     "SocketTransport",
+    "TransferError",
     "Transport",
+    "list_domains",
 ]

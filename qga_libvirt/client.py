@@ -5,16 +5,32 @@ from __future__ import annotations
 import copy
 import os
 import socket
+import time
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
-from .commands import Arguments, Command, Commands, by_wire_name
-from .errors import AgentCommandError, agent_error
-from .models import AgentInfo
+from .commands import Arguments, Command, Commands, by_method_name, by_wire_name
+from .errors import (
+    AgentCommandError,
+    AgentNotConfiguredError,
+    AgentNotConnectedError,
+    AgentTimeoutError,
+    AgentUnreachableError,
+    CommandDisabledError,
+    ConnectionLostError,
+    DomainNotFoundError,
+    GuestAgentError,
+    agent_error,
+)
+from .models import AgentInfo, FsfreezeStatus
+from .operations.files import FileOps
 from .protocol import Reply
 from .transports.base import Request, Transport
 from .transports.socket import DEFAULT_IDLE_TIMEOUT, SocketTransport
+
+if TYPE_CHECKING:
+    from .transports.libvirt import Backend
 
 __all__ = ["DEFAULT_TIMEOUT", "GuestAgent"]
 
@@ -30,7 +46,7 @@ class _Shared:
         self.info: AgentInfo | None = None
 
 
-class GuestAgent(Commands):
+class GuestAgent(FileOps):
     """A QEMU guest agent, reached through a transport.
 
     Every QGA command is a typed method (see :class:`~qga_libvirt.commands.Commands`);
@@ -68,6 +84,73 @@ class GuestAgent(Commands):
         """Wrap an already connected stream socket (its fd is taken over and closed by us)."""
         sock = fd if isinstance(fd, socket.socket) else socket.socket(fileno=fd)
         return cls(SocketTransport(sock=sock, idle_timeout=None), timeout=timeout)
+
+    @classmethod
+    def from_domain(
+        cls,
+        domain: str | int | Any,
+        uri: str | Any | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        *,
+        backend: Backend = "auto",
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+    ) -> Self:
+        """The agent of a libvirt domain, by name, UUID or ID (or an open ``virDomain``).
+
+        ``uri`` is a libvirt URI, local or remote (``qemu+ssh://host/system``,
+        ``qemu+tcp://...``), default like virsh (``$LIBVIRT_DEFAULT_URI``, else
+        ``qemu:///system``), or an open ``virConnect``. ``backend``: ``"libvirt"``
+        (``qemuAgentCommand``), ``"socket"`` (the channel's unix socket, for a channel
+        libvirt does not hold, e.g. added through ``<qemu:commandline>``), or ``"auto"``.
+
+        Raises:
+            LibvirtConnectionError: libvirt is not reachable at the URI.
+            DomainNotFoundError: no such domain.
+            DomainNotRunningError: the domain is not running.
+            AgentNotConfiguredError: the domain has no guest agent channel.
+
+        Calls raise AgentNotConnectedError while no agent has opened the channel in the
+        guest (not installed, or still booting: :meth:`wait_for_agent` waits for it).
+        """
+        from .transports.libvirt import open_domain_transport
+
+        transport = open_domain_transport(domain, uri, backend=backend, idle_timeout=idle_timeout)
+        return cls(transport, timeout=timeout)
+
+    def wait_for_agent(self, timeout: float = 60.0) -> None:
+        """Wait until the agent answers a ping: for a guest that is booting or rebooting.
+
+        Pings with a backoff from 50 ms to 1 s; errors that mean "not yet" (agent not
+        connected or unresponsive, socket not there yet, timeouts) are waited out.
+
+        Raises:
+            AgentTimeoutError: it did not answer within ``timeout``; the last error is
+                its ``__cause__``.
+            GuestAgentError: an error that waiting cannot cure (no such domain, no agent
+                channel, domain not running).
+        """
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                self.call("guest-ping", timeout=max(0.1, min(remaining, 2.0)))
+                return
+            except (AgentTimeoutError, AgentNotConnectedError, ConnectionLostError) as exc:
+                last: GuestAgentError = exc
+            except AgentUnreachableError as exc:
+                if isinstance(exc, DomainNotFoundError | AgentNotConfiguredError):
+                    raise
+                last = exc
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AgentTimeoutError(
+                    f"the agent of {self.target} did not answer within {timeout:g} s: {last}",
+                    target=self.target,
+                    command="guest-ping",
+                ) from last
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, 1.0)
 
     @property
     def target(self) -> str:
@@ -129,15 +212,37 @@ class GuestAgent(Commands):
         assert reply.error_class is not None
         assert reply.desc is not None
         version = None
-        if reply.error_class == "CommandNotFound":
+        if reply.error_class == "CommandNotFound" and command != Commands.info.wire:
             version = self._version_for_message()
-        return agent_error(
+        error = agent_error(
             reply.error_class,
             reply.desc,
             target=self.target,
             command=command,
             agent_version=version,
         )
+        if type(error) is CommandDisabledError and self._frozen_now(command):
+            error = agent_error(
+                reply.error_class,
+                reply.desc,
+                target=self.target,
+                command=command,
+                agent_version=version,
+                frozen=True,
+            )
+        return error
+
+    def _frozen_now(self, refused: str) -> bool:
+        # Not every agent says that a command is disabled because of a freeze (the
+        # --block-rpcs wording is the same); fsfreeze-status still runs while frozen, so
+        # one more round trip, after a refusal only, tells the two apart.
+        declared = by_wire_name(refused)
+        if declared is not None and declared.facts.frozen_safe:
+            return False
+        try:
+            return self.fsfreeze_status() == FsfreezeStatus.FROZEN
+        except GuestAgentError:
+            return False
 
     def _version_for_message(self) -> str | None:
         if self._shared.info is None:
@@ -146,6 +251,41 @@ class GuestAgent(Commands):
             except Exception:  # the error being reported matters more than this detail
                 return None
         return self._shared.info.version if self._shared.info else None
+
+    # --- capabilities -----------------------------------------------------------------
+
+    def capabilities(self, *, refresh: bool = False) -> AgentInfo:
+        """The agent's version and commands (guest-info), asked once and then cached.
+
+        The cache is shared with the :meth:`with_timeout` views and filled by every
+        :meth:`info` call. ``refresh=True`` asks again: after the guest's agent was
+        upgraded or restarted, or after a freeze (a frozen agent reports all but the
+        frozen-safe commands as disabled).
+
+        Raises:
+            GuestAgentError: guest-info failed (as :meth:`call`).
+        """
+        if refresh or self._shared.info is None:
+            return self.info()
+        return self._shared.info
+
+    def supports(self, command: str | Command[Any, Any]) -> bool:
+        """Whether the agent knows ``command`` and has it enabled.
+
+        ``command`` is a wire name (``"guest-get-osinfo"``, declared here or not), a
+        method name (``"get_osinfo"``) or a declaration (``Commands.get_osinfo``). Asks
+        guest-info the first time (see :meth:`capabilities`).
+
+        Raises:
+            GuestAgentError: guest-info failed (as :meth:`call`).
+        """
+        if isinstance(command, Command):
+            wire = command.wire
+        else:
+            declared = by_method_name(command)
+            wire = declared.wire if declared is not None else command
+        entry = self.capabilities().command(wire)
+        return entry is not None and entry.enabled
 
     # --- lifetime ---------------------------------------------------------------------
 

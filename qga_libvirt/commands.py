@@ -6,26 +6,69 @@ wire arguments, its docstring the one-line doc; the decorator holds the wire nam
 reply type and the facts (replies or not, safe while frozen, since, platforms). The typed
 methods of :class:`~qga_libvirt.GuestAgent`, the generated docs, the CLI and the MCP tools
 all derive from these declarations: a wire name appears here and nowhere else.
+
+Conventions the declarations follow:
+
+- Bytes are bytes: arguments are base64-encoded here, replies decoded by the models.
+- A reply object that only wraps one value is unwrapped (``unwrap=``): guest-exec gives
+  the pid, guest-get-host-name the name, guest-ssh-get-authorized-keys the keys,
+  guest-get-memory-block-info the size, guest-fstrim the list of results.
+- Optional arguments are None by default and then not sent, so the agent's own default
+  applies.
 """
 
 from __future__ import annotations
 
-import base64
 import enum
-from collections.abc import Callable, Iterator, Mapping
+import inspect
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from .errors import ProtocolError
-from .models import AgentInfo
+from .models import (
+    AgentInfo,
+    CaptureOutputMode,
+    CpuStats,
+    DeviceInfo,
+    DiskInfo,
+    DiskStatsInfo,
+    ExecStatus,
+    FileRead,
+    FileSeek,
+    FilesystemInfo,
+    FileWrite,
+    FsfreezeStatus,
+    FstrimResult,
+    LoadAverage,
+    LogicalProcessor,
+    MemoryBlock,
+    MemoryBlockResponse,
+    NetworkInterface,
+    NetworkRoute,
+    OsInfo,
+    SeekWhence,
+    ShutdownMode,
+    Timezone,
+    User,
+    encode_base64,
+)
 
-__all__ = ["Arguments", "Command", "Commands", "all_commands", "by_wire_name", "command"]
+__all__ = [
+    "Arguments",
+    "Command",
+    "Commands",
+    "Facts",
+    "all_commands",
+    "by_method_name",
+    "by_wire_name",
+    "command",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-R_co = TypeVar("R_co", covariant=True)
 
 Arguments = dict[str, Any] | None
 
@@ -36,7 +79,22 @@ class _Invoker(Protocol):
 
 @dataclass(frozen=True)
 class Facts:
-    """What is known about a command besides its signature."""
+    """What is known about a command besides its signature.
+
+    Attributes:
+        since: the QEMU version that added the command.
+        replies: False for the commands that send no reply on success (guest-shutdown,
+            guest-suspend-*): the client does not wait for one.
+        frozen_safe: the agent still runs it while the filesystems are frozen (ping,
+            info, sync, sync-delimited, fsfreeze-status, fsfreeze-thaw).
+        platforms: the guest operating systems whose agent has it: ``"all"``, or e.g.
+            ``"Linux"``, ``"Linux, Windows"``.
+        changes_guest: running it can change the guest in a way that outlives the call:
+            files (file-open may create or truncate, file-write), the clock, power state,
+            users and their keys, vCPUs and memory, frozen filesystems, trimmed blocks, or
+            anything at all (exec). Reading commands, and file-close/read/seek/flush and
+            exec-status (which only touch the agent's own handles), do not.
+    """
 
     since: str
     replies: bool = True
@@ -54,13 +112,15 @@ class Command(Generic[P, R]):
         build: Callable[P, Arguments],
         reply: Any,
         facts: Facts,
+        unwrap: str | None = None,
     ) -> None:
         self.wire = wire
         self.build = build
         self.reply = reply
         self.facts = facts
+        self.unwrap = unwrap
         self.method = build.__name__
-        self.doc = (build.__doc__ or "").strip()
+        self.doc = inspect.cleandoc(build.__doc__ or "")
         self._adapter: TypeAdapter[R] | None = None
 
     @property
@@ -105,18 +165,27 @@ class Command(Generic[P, R]):
         """
         if self.reply is None:
             return None  # type: ignore[return-value]
+        inner = value
+        if self.unwrap is not None:
+            if not isinstance(value, dict) or self.unwrap not in value:
+                raise self._mismatch(value, f"expected an object with {self.unwrap!r}", ())
+            inner = value[self.unwrap]
         if self._adapter is None:
             self._adapter = TypeAdapter(self.reply)
         try:
-            return self._adapter.validate_python(value)
+            return self._adapter.validate_python(inner)
         except ValidationError as exc:
-            raise ProtocolError(
-                f"the reply to {self.wire} does not match its schema: "
-                f"{exc.errors(include_url=False)[0]['msg']} "
-                f"at {'.'.join(map(str, exc.errors()[0]['loc'])) or 'top level'}",
-                reply=value,
-                command=self.wire,
-            ) from exc
+            first = exc.errors(include_url=False)[0]
+            where = (self.unwrap, *first["loc"]) if self.unwrap else first["loc"]
+            raise self._mismatch(value, first["msg"], where) from exc
+
+    def _mismatch(self, reply: Any, what: str, where: tuple[str | int, ...]) -> ProtocolError:
+        return ProtocolError(
+            f"the reply to {self.wire} does not match its schema: "
+            f"{what} at {'.'.join(map(str, where)) or 'top level'}",
+            reply=reply,
+            command=self.wire,
+        )
 
 
 def _encode(value: Any) -> Any:
@@ -137,26 +206,39 @@ def command(
 ) -> Callable[[Callable[P, Arguments]], Command[P, None]]: ...
 @overload
 def command(
-    wire: str, reply: type[R], facts: Facts
+    wire: str, reply: type[R], facts: Facts, *, unwrap: str | None = None
 ) -> Callable[[Callable[P, Arguments]], Command[P, R]]: ...
 def command(
-    wire: str, reply: Any, facts: Facts
+    wire: str, reply: Any, facts: Facts, *, unwrap: str | None = None
 ) -> Callable[[Callable[P, Arguments]], Command[P, Any]]:
-    """Declare a command: wire name, reply type (None when the value is ignored), facts."""
+    """Declare a command: wire name, reply type (None when the value is ignored), facts.
+
+    ``unwrap`` names the one member of a reply object whose value is the result (for the
+    replies that only wrap one value); the reply type is then that member's type.
+    """
 
     def declare(build: Callable[P, Arguments]) -> Command[P, Any]:
-        return Command(wire, build, reply, facts)
+        return Command(wire, build, reply, facts, unwrap)
 
     return declare
 
 
 def b64(data: bytes) -> str:
     """Bytes as the agent's base64 text."""
-    return base64.b64encode(data).decode("ascii")
+    return encode_base64(data)
 
 
 class Commands:
-    """The typed QGA commands. :class:`~qga_libvirt.GuestAgent` inherits them."""
+    """The typed QGA commands. :class:`~qga_libvirt.GuestAgent` inherits them.
+
+    Every method raises what :meth:`GuestAgent.call <qga_libvirt.GuestAgent.call>` raises:
+    :class:`~qga_libvirt.AgentCommandError` when the agent answers with an error
+    (:class:`~qga_libvirt.CommandDisabledError`, :class:`~qga_libvirt.GuestFrozenError`
+    and :class:`~qga_libvirt.CommandNotFoundError` when it refuses the command), another
+    :class:`~qga_libvirt.GuestAgentError` when the agent cannot be reached or does not
+    answer in time, and :class:`~qga_libvirt.ProtocolError` (with ``.reply``) when the
+    reply breaks the schema.
+    """
 
     def _invoke(self, command: Command[Any, R], arguments: Arguments) -> R:
         raise NotImplementedError
@@ -183,6 +265,346 @@ class Commands:
         """The agent's version and every command it knows, with enabled/success-response."""
         return None
 
+    # --- time -------------------------------------------------------------------------
+
+    @command("guest-get-time", int, Facts("1.5"))
+    def get_time() -> Arguments:
+        """The guest's clock, in nanoseconds since the epoch (UTC)."""
+        return None
+
+    @command("guest-set-time", None, Facts("1.5", changes_guest=True))
+    def set_time(time: int | None = None) -> Arguments:
+        """Set the guest's clock to ``time`` (ns since the epoch), then its RTC from it.
+
+        Without ``time`` the clock is set from the RTC, which Windows guests do not
+        support: pass a value for them.
+        """
+        return {"time": time}
+
+    # --- power ------------------------------------------------------------------------
+
+    @command("guest-shutdown", None, Facts("0.15", replies=False, changes_guest=True))
+    def shutdown(mode: ShutdownMode | None = None) -> Arguments:
+        """Halt, power down (the agent's default) or reboot the guest.
+
+        No reply comes on success: this returns once the agent accepted the request,
+        which does not mean the guest has stopped yet.
+        """
+        return {"mode": mode}
+
+    @command(
+        "guest-suspend-disk",
+        None,
+        Facts("1.1", replies=False, platforms="Linux, Windows", changes_guest=True),
+    )
+    def suspend_disk() -> Arguments:
+        """Suspend the guest to disk (hibernate); no reply comes on success."""
+        return None
+
+    @command(
+        "guest-suspend-ram",
+        None,
+        Facts("1.1", replies=False, platforms="Linux, Windows", changes_guest=True),
+    )
+    def suspend_ram() -> Arguments:
+        """Suspend the guest to RAM; no reply comes on success.
+
+        QEMU must be able to wake the guest (query-current-machine reports
+        wakeup-suspend-support), or it stays suspended until powered off.
+        """
+        return None
+
+    @command(
+        "guest-suspend-hybrid",
+        None,
+        Facts("1.1", replies=False, platforms="Linux", changes_guest=True),
+    )
+    def suspend_hybrid() -> Arguments:
+        """Save the guest's state to disk and suspend it to RAM; no reply on success."""
+        return None
+
+    # --- files ------------------------------------------------------------------------
+
+    @command("guest-file-open", int, Facts("0.15", changes_guest=True))
+    def file_open(path: str, mode: str | None = None) -> Arguments:
+        """Open a file in the guest and return its handle; ``mode`` as fopen(), default "r".
+
+        Modes "w" and "a" create the file, "w" truncates it.
+        """
+        return {"path": path, "mode": mode}
+
+    @command("guest-file-close", None, Facts("0.15"))
+    def file_close(handle: int) -> Arguments:
+        """Close a file opened with file_open."""
+        return {"handle": handle}
+
+    @command("guest-file-read", FileRead, Facts("0.15"))
+    def file_read(handle: int, count: int | None = None) -> Arguments:
+        """Read up to ``count`` bytes (agent default 4096, at most 48 MiB) from a file."""
+        return {"handle": handle, "count": count}
+
+    @command("guest-file-write", FileWrite, Facts("0.15", changes_guest=True))
+    def file_write(handle: int, data: bytes, count: int | None = None) -> Arguments:
+        """Write ``data`` (or its first ``count`` bytes) to a file."""
+        return {"handle": handle, "buf-b64": b64(data), "count": count}
+
+    @command("guest-file-seek", FileSeek, Facts("0.15"))
+    def file_seek(handle: int, offset: int, whence: SeekWhence | int = SeekWhence.SET) -> Arguments:
+        """Move a file's position, as fseek(), and return the new position.
+
+        ``whence`` is a :class:`~qga_libvirt.models.SeekWhence` or the wire's historical
+        integer (0 set, 1 cur, 2 end; symbolic names need agent 2.6).
+        """
+        return {"handle": handle, "offset": offset, "whence": whence}
+
+    @command("guest-file-flush", None, Facts("0.15"))
+    def file_flush(handle: int) -> Arguments:
+        """Flush a file's buffered writes to the guest kernel."""
+        return {"handle": handle}
+
+    # --- filesystems and disks --------------------------------------------------------
+
+    @command(
+        "guest-fsfreeze-status",
+        FsfreezeStatus,
+        Facts("0.15", frozen_safe=True, platforms="Linux, FreeBSD, Windows"),
+    )
+    def fsfreeze_status() -> Arguments:
+        """Whether the guest's filesystems are frozen (as far as the agent knows)."""
+        return None
+
+    @command(
+        "guest-fsfreeze-freeze",
+        int,
+        Facts("0.15", platforms="Linux, FreeBSD, Windows", changes_guest=True),
+    )
+    def fsfreeze_freeze() -> Arguments:
+        """Sync and freeze every local filesystem; returns how many are frozen.
+
+        Until :meth:`fsfreeze_thaw`, the agent refuses every command but the frozen-safe
+        ones (:class:`~qga_libvirt.GuestFrozenError`); Windows thaws by itself after 10 s.
+        """
+        return None
+
+    @command(
+        "guest-fsfreeze-freeze-list",
+        int,
+        Facts("2.2", platforms="Linux, FreeBSD, Windows", changes_guest=True),
+    )
+    def fsfreeze_freeze_list(mountpoints: Sequence[str] | None = None) -> Arguments:
+        """Sync and freeze the filesystems at ``mountpoints`` (all when None); returns how many.
+
+        Mount points the guest does not have are ignored.
+        """
+        return {"mountpoints": None if mountpoints is None else list(mountpoints)}
+
+    @command(
+        "guest-fsfreeze-thaw",
+        int,
+        Facts("0.15", frozen_safe=True, platforms="Linux, FreeBSD, Windows", changes_guest=True),
+    )
+    def fsfreeze_thaw() -> Arguments:
+        """Thaw the frozen filesystems; returns how many were thawed."""
+        return None
+
+    @command(
+        "guest-fstrim",
+        list[FstrimResult],
+        Facts("1.2", platforms="Linux, Windows", changes_guest=True),
+        unwrap="paths",
+    )
+    def fstrim(minimum: int | None = None) -> Arguments:
+        """Discard unused blocks of every filesystem; one result per mount point.
+
+        ``minimum`` (bytes) skips free ranges smaller than that, a hint the guest may
+        ignore. Agents before 2.4 reply nothing, which raises ProtocolError.
+        """
+        return {"minimum": minimum}
+
+    @command("guest-get-fsinfo", list[FilesystemInfo], Facts("2.2", platforms="Linux, Windows"))
+    def get_fsinfo() -> Arguments:
+        """The mounted filesystems, with their sizes and the disks they lie on."""
+        return None
+
+    @command("guest-get-disks", list[DiskInfo], Facts("5.2", platforms="Linux, Windows"))
+    def get_disks() -> Arguments:
+        """The guest's disks and partitions, with their addresses and SMART data."""
+        return None
+
+    @command("guest-get-diskstats", list[DiskStatsInfo], Facts("7.1", platforms="Linux"))
+    def get_diskstats() -> Arguments:
+        """I/O counters of every block device."""
+        return None
+
+    # --- processes --------------------------------------------------------------------
+
+    @command("guest-exec", int, Facts("2.5", changes_guest=True), unwrap="pid")
+    def exec(
+        path: str,
+        args: Sequence[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        input: bytes | None = None,
+        capture_output: bool | CaptureOutputMode = False,
+    ) -> Arguments:
+        """Start a program in the guest and return its pid; poll it with exec_status.
+
+        ``env`` replaces the whole environment. ``input`` is fed to stdin. With
+        ``capture_output`` True, stdout and stderr are kept (up to 16 MiB each) and come
+        back in the final :class:`~qga_libvirt.models.ExecStatus`; a
+        :class:`~qga_libvirt.models.CaptureOutputMode` picks the streams (agent 8.0+).
+        """
+        return {
+            "path": path,
+            "arg": None if args is None else list(args),
+            "env": None if env is None else [f"{key}={value}" for key, value in env.items()],
+            "input-data": None if input is None else b64(input),
+            "capture-output": capture_output or None,
+        }
+
+    @command("guest-exec-status", ExecStatus, Facts("2.5"))
+    def exec_status(pid: int) -> Arguments:
+        """Whether a guest-exec process exited, with its code and captured output.
+
+        The agent forgets the process once it reported it exited: the output comes once.
+        """
+        return {"pid": pid}
+
+    # --- the system -------------------------------------------------------------------
+
+    @command("guest-get-osinfo", OsInfo, Facts("2.10"))
+    def get_osinfo() -> Arguments:
+        """The guest's operating system: kernel (uname) and distribution (os-release)."""
+        return None
+
+    @command("guest-get-host-name", str, Facts("2.10"), unwrap="host-name")
+    def get_host_name() -> Arguments:
+        """The guest's host name (not necessarily fully qualified)."""
+        return None
+
+    @command("guest-get-timezone", Timezone, Facts("2.10"))
+    def get_timezone() -> Arguments:
+        """The guest's timezone name and its offset from UTC."""
+        return None
+
+    @command("guest-get-users", list[User], Facts("2.10"))
+    def get_users() -> Arguments:
+        """The users logged in to the guest, each once, with their earliest login time."""
+        return None
+
+    @command("guest-get-load", LoadAverage, Facts("10.0"))
+    def get_load() -> Arguments:
+        """The guest's 1, 5 and 15 minute load averages."""
+        return None
+
+    @command("guest-get-cpustats", list[CpuStats], Facts("7.1", platforms="Linux"))
+    def get_cpustats() -> Arguments:
+        """Time spent by each CPU in each state, in milliseconds."""
+        return None
+
+    @command("guest-get-devices", list[DeviceInfo], Facts("5.2", platforms="Windows"))
+    def get_devices() -> Arguments:
+        """The guest's devices and their drivers."""
+        return None
+
+    # --- network ----------------------------------------------------------------------
+
+    @command("guest-network-get-interfaces", list[NetworkInterface], Facts("1.1"))
+    def network_get_interfaces() -> Arguments:
+        """The guest's network interfaces, with their addresses and counters."""
+        return None
+
+    @command(
+        "guest-network-get-route",
+        list[NetworkRoute],
+        Facts("9.1", platforms="Linux (9.1), Windows (11.0)"),
+    )
+    def network_get_route() -> Arguments:
+        """The guest's routing table."""
+        return None
+
+    # --- virtual hardware -------------------------------------------------------------
+
+    @command("guest-get-vcpus", list[LogicalProcessor], Facts("1.5", platforms="Linux, Windows"))
+    def get_vcpus() -> Arguments:
+        """The guest's logical processors, online or not, and whether they can go offline."""
+        return None
+
+    @command("guest-set-vcpus", int, Facts("1.5", platforms="Linux", changes_guest=True))
+    def set_vcpus(vcpus: Sequence[LogicalProcessor]) -> Arguments:
+        """Bring vCPUs online or offline, in order; returns how many were processed.
+
+        A result below ``len(vcpus)`` means the next one failed (call again without the
+        processed ones to see why); ``can_offline`` is not sent.
+        """
+        return {"vcpus": [{"logical-id": v.logical_id, "online": v.online} for v in vcpus]}
+
+    @command("guest-get-memory-blocks", list[MemoryBlock], Facts("2.3", platforms="Linux"))
+    def get_memory_blocks() -> Arguments:
+        """The guest's memory blocks, online or not, and whether they can go offline."""
+        return None
+
+    @command(
+        "guest-set-memory-blocks",
+        list[MemoryBlockResponse],
+        Facts("2.3", platforms="Linux", changes_guest=True),
+    )
+    def set_memory_blocks(blocks: Sequence[MemoryBlock]) -> Arguments:
+        """Bring memory blocks online or offline; one response per block, in order.
+
+        ``can_offline`` is not sent. An empty list back means nothing was changed.
+        """
+        return {"mem-blks": [{"phys-index": b.phys_index, "online": b.online} for b in blocks]}
+
+    @command("guest-get-memory-block-info", int, Facts("2.3", platforms="Linux"), unwrap="size")
+    def get_memory_block_info() -> Arguments:
+        """The size in bytes of one memory block (the unit of set_memory_blocks)."""
+        return None
+
+    # --- users ------------------------------------------------------------------------
+
+    @command(
+        "guest-set-user-password",
+        None,
+        Facts("2.3", platforms="Linux, FreeBSD, Windows", changes_guest=True),
+    )
+    def set_user_password(username: str, password: str, crypted: bool = False) -> Arguments:
+        """Set a user's password; ``crypted`` when it is already a crypt() hash.
+
+        The password is sent base64-encoded, as the agent wants it, and never appears in
+        an error message.
+        """
+        return {"username": username, "password": b64(password.encode()), "crypted": crypted}
+
+    @command(
+        "guest-ssh-get-authorized-keys",
+        list[str],
+        Facts("5.2", platforms="POSIX, Windows (9.1)"),
+        unwrap="keys",
+    )
+    def ssh_get_authorized_keys(username: str) -> Arguments:
+        """The public keys in a user's ~/.ssh/authorized_keys."""
+        return {"username": username}
+
+    @command(
+        "guest-ssh-add-authorized-keys",
+        None,
+        Facts("5.2", platforms="POSIX, Windows (9.1)", changes_guest=True),
+    )
+    def ssh_add_authorized_keys(
+        username: str, keys: Sequence[str], reset: bool = False
+    ) -> Arguments:
+        """Add public keys to a user's authorized_keys; ``reset`` replaces its content."""
+        return {"username": username, "keys": list(keys), "reset": reset or None}
+
+    @command(
+        "guest-ssh-remove-authorized-keys",
+        None,
+        Facts("5.2", platforms="POSIX, Windows (9.1)", changes_guest=True),
+    )
+    def ssh_remove_authorized_keys(username: str, keys: Sequence[str]) -> Arguments:
+        """Remove public keys from a user's authorized_keys (absent ones are no error)."""
+        return {"username": username, "keys": list(keys)}
+
 
 def all_commands() -> Iterator[Command[Any, Any]]:
     """Every declared command, in declaration order."""
@@ -192,8 +614,14 @@ def all_commands() -> Iterator[Command[Any, Any]]:
 
 
 _BY_WIRE: dict[str, Command[Any, Any]] = {c.wire: c for c in all_commands()}
+_BY_METHOD: dict[str, Command[Any, Any]] = {c.method: c for c in all_commands()}
 
 
 def by_wire_name(wire: str) -> Command[Any, Any] | None:
     """The declaration for a wire name, or None for a command not declared here."""
     return _BY_WIRE.get(wire)
+
+
+def by_method_name(method: str) -> Command[Any, Any] | None:
+    """The declaration for a method name (``get_osinfo``), or None."""
+    return _BY_METHOD.get(method)

@@ -15,6 +15,8 @@
     ├── ProtocolError                1001  the conversation broke: garbage, id mismatch,
     │                                      a reply that breaks the schema (.reply kept)
     ├── RequestTooLargeError         1002  a request above what the backend carries safely
+    ├── TransferError                (the cause's)  a file transfer failed part-way:
+    │                                      .transferred bytes reached the other side
     ├── LibvirtError                 1001  any other libvirt failure (.libvirt_code)
     └── AgentCommandError            1004  the agent answered with an error (.error_class .desc)
         ├── CommandDisabledError           disabled by --block-rpcs/--allow-rpcs
@@ -53,6 +55,7 @@ __all__ = [
     "LibvirtError",
     "ProtocolError",
     "RequestTooLargeError",
+    "TransferError",
     "agent_error",
 ]
 
@@ -173,6 +176,37 @@ class RequestTooLargeError(GuestAgentError):
     code = ERR_CANNOT_WRITE
 
 
+class TransferError(GuestAgentError):
+    """A file transfer failed part-way; the message says how far it got.
+
+    Attributes:
+        transferred: bytes that reached the other side before the failure.
+        total: bytes that were to be transferred, when known.
+        path: the guest path.
+
+    The error that stopped it is ``__cause__``; ``code`` and ``is_unreachable`` are its.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        transferred: int,
+        total: int | None,
+        path: str,
+        cause: GuestAgentError | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if cause is not None:
+            kwargs.setdefault("is_unreachable", cause.is_unreachable)
+        super().__init__(message, **kwargs)
+        if cause is not None:
+            self.code = cause.code
+        self.transferred = transferred
+        self.total = total
+        self.path = path
+
+
 class LibvirtError(GuestAgentError):
     """A libvirt failure that has no more specific error.
 
@@ -233,7 +267,7 @@ def agent_error(
     if error_class == "CommandNotFound":
         lowered = desc.lower()
         if "has been disabled" in lowered:
-            if frozen or "frozen" in lowered or "fsfreeze" in lowered:
+            if frozen or "frozen state" in lowered:
                 cls = GuestFrozenError
                 hint = "the guest's filesystems are frozen; thaw them (guest-fsfreeze-thaw) first"
             else:

@@ -2,16 +2,85 @@
 
 Every model keeps the fields a newer agent adds that this version does not know:
 they stay reachable in :attr:`Model.extras` (and ``model_extra``), never dropped, never
-an error.
+an error. Optional fields the agent left out are None.
+
+The same tolerance holds for values: the enums of replies are :class:`OpenEnum`, so a
+value a newer agent adds (a bus type, a response type) becomes a member made on the fly
+rather than an error; the tagged unions of the schema (CPU stats, disk SMART data,
+device ids) fall back to an ``Other*`` model, with everything in its extras, for a tag
+this version does not know.
+
+Bytes are bytes: the agent's base64 fields are :data:`Base64Bytes`, decoded here and
+nowhere else.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import base64
+import binascii
+import enum
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainSerializer,
+    Tag,
+)
 
-__all__ = ["AgentInfo", "CommandInfo", "Model"]
+__all__ = [
+    "AgentInfo",
+    "Base64Bytes",
+    "CaptureOutputMode",
+    "CcwAddress",
+    "CommandInfo",
+    "CpuStats",
+    "CpuStatsType",
+    "DeviceId",
+    "DeviceInfo",
+    "DeviceType",
+    "DiskAddress",
+    "DiskBusType",
+    "DiskInfo",
+    "DiskSmart",
+    "DiskStats",
+    "DiskStatsInfo",
+    "ExecStatus",
+    "FileRead",
+    "FileSeek",
+    "FileWrite",
+    "FilesystemInfo",
+    "FsfreezeStatus",
+    "FstrimResult",
+    "IpAddress",
+    "IpAddressType",
+    "LinuxCpuStats",
+    "LoadAverage",
+    "LogicalProcessor",
+    "MemoryBlock",
+    "MemoryBlockResponse",
+    "MemoryBlockResponseType",
+    "Model",
+    "NetworkInterface",
+    "NetworkInterfaceStats",
+    "NetworkRoute",
+    "NvmeSmart",
+    "OpenEnum",
+    "OsInfo",
+    "OtherCpuStats",
+    "OtherDeviceId",
+    "OtherDiskSmart",
+    "PciAddress",
+    "PciDeviceId",
+    "SeekWhence",
+    "ShutdownMode",
+    "Timezone",
+    "User",
+    "encode_base64",
+]
 
 
 def _wire_name(field: str) -> str:
@@ -35,6 +104,67 @@ class Model(BaseModel):
         return dict(self.model_extra or {})
 
 
+# --- values ---------------------------------------------------------------------------
+
+
+def encode_base64(data: bytes) -> str:
+    """Bytes as the agent's base64 text."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def _decode_base64(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True)
+        except binascii.Error as exc:
+            raise ValueError(f"not valid base64 ({exc})") from None
+    return value
+
+
+Base64Bytes = Annotated[
+    bytes,
+    BeforeValidator(_decode_base64),
+    PlainSerializer(encode_base64, return_type=str, when_used="json"),
+]
+"""Bytes that travel as base64 text: decoded when read, encoded when dumped to JSON."""
+
+
+class OpenEnum(enum.StrEnum):
+    """A string enum that also holds the values a newer agent adds.
+
+    ``DiskBusType("cxl")`` is not an error: it makes a member on the fly, an instance of
+    the enum equal to its string, whose :attr:`known` is False. Comparisons with the
+    declared members and with plain strings work as usual.
+    """
+
+    @classmethod
+    def _missing_(cls, value: object) -> Self | None:
+        if not isinstance(value, str):
+            return None
+        member = str.__new__(cls, value)
+        member._name_ = value
+        member._value_ = value
+        return member
+
+    @property
+    def known(self) -> bool:
+        """Whether this version of the library declares the value."""
+        return self._value_ in type(self)._value2member_map_
+
+
+def _by_tag(field: str, *known: str) -> Discriminator:
+    """Pick a tagged union's member by ``field``; a tag not in ``known`` picks "other"."""
+
+    def pick(value: Any) -> str:
+        tag = value.get(field) if isinstance(value, dict) else getattr(value, field, None)
+        return str(tag) if tag in known else "other"
+
+    return Discriminator(pick)
+
+
+# --- the agent ------------------------------------------------------------------------
+
+
 class CommandInfo(Model):
     """One command the agent knows."""
 
@@ -55,3 +185,459 @@ class AgentInfo(Model):
             if info.name == name:
                 return info
         return None
+
+
+# --- power ----------------------------------------------------------------------------
+
+
+class ShutdownMode(enum.StrEnum):
+    """How guest-shutdown stops the guest."""
+
+    HALT = "halt"
+    POWERDOWN = "powerdown"
+    REBOOT = "reboot"
+
+
+# --- files ----------------------------------------------------------------------------
+
+
+class SeekWhence(enum.StrEnum):
+    """What a guest-file-seek offset is relative to (the wire also takes 0, 1, 2)."""
+
+    SET = "set"
+    CUR = "cur"
+    END = "end"
+
+
+class FileRead(Model):
+    """What guest-file-read read: ``data`` is decoded from the wire's ``buf-b64``."""
+
+    count: int
+    data: Base64Bytes = Field(alias="buf-b64")
+    eof: bool
+
+
+class FileWrite(Model):
+    """What guest-file-write wrote."""
+
+    count: int
+    eof: bool
+
+
+class FileSeek(Model):
+    """The file position after guest-file-seek."""
+
+    position: int
+    eof: bool
+
+
+# --- filesystems and disks ------------------------------------------------------------
+
+
+class FsfreezeStatus(OpenEnum):
+    """Whether the guest's filesystems are frozen (guest-fsfreeze-status)."""
+
+    THAWED = "thawed"
+    FROZEN = "frozen"
+
+
+class FstrimResult(Model):
+    """What guest-fstrim did for one mount point; ``error`` says why it failed."""
+
+    path: str
+    trimmed: int | None = None
+    minimum: int | None = None
+    error: str | None = None
+
+
+class DiskBusType(OpenEnum):
+    """The bus a disk hangs on."""
+
+    IDE = "ide"
+    FDC = "fdc"
+    SCSI = "scsi"
+    VIRTIO = "virtio"
+    XEN = "xen"
+    USB = "usb"
+    UML = "uml"
+    SATA = "sata"
+    SD = "sd"
+    UNKNOWN = "unknown"
+    IEEE1394 = "ieee1394"
+    SSA = "ssa"
+    FIBRE = "fibre"
+    RAID = "raid"
+    ISCSI = "iscsi"
+    SAS = "sas"
+    MMC = "mmc"
+    VIRTUAL = "virtual"
+    FILE_BACKED_VIRTUAL = "file-backed-virtual"
+    NVME = "nvme"
+
+
+class PciAddress(Model):
+    """A PCI address (fields are -1 when the agent could not tell)."""
+
+    domain: int
+    bus: int
+    slot: int
+    function: int
+
+
+class CcwAddress(Model):
+    """A CCW address, on s390x."""
+
+    cssid: int
+    ssid: int
+    subchno: int
+    devno: int
+
+
+class DiskAddress(Model):
+    """Where a disk is attached: controller, bus type, bus/target/unit."""
+
+    pci_controller: PciAddress
+    bus_type: DiskBusType
+    bus: int
+    target: int
+    unit: int
+    serial: str | None = None
+    dev: str | None = None
+    ccw_address: CcwAddress | None = None
+
+
+class NvmeSmart(Model):
+    """SMART / health information of an NVMe disk."""
+
+    type: DiskBusType
+    critical_warning: int
+    temperature: int
+    available_spare: int
+    available_spare_threshold: int
+    percentage_used: int
+    data_units_read_lo: int
+    data_units_read_hi: int
+    data_units_written_lo: int
+    data_units_written_hi: int
+    host_read_commands_lo: int
+    host_read_commands_hi: int
+    host_write_commands_lo: int
+    host_write_commands_hi: int
+    controller_busy_time_lo: int
+    controller_busy_time_hi: int
+    power_cycles_lo: int
+    power_cycles_hi: int
+    power_on_hours_lo: int
+    power_on_hours_hi: int
+    unsafe_shutdowns_lo: int
+    unsafe_shutdowns_hi: int
+    media_errors_lo: int
+    media_errors_hi: int
+    number_of_error_log_entries_lo: int
+    number_of_error_log_entries_hi: int
+
+
+class OtherDiskSmart(Model):
+    """SMART data of a bus type without a model here: whatever was sent is in extras."""
+
+    type: DiskBusType
+
+
+DiskSmart = Annotated[
+    Annotated[NvmeSmart, Tag("nvme")] | Annotated[OtherDiskSmart, Tag("other")],
+    _by_tag("type", "nvme"),
+]
+"""A disk's SMART data, by bus type."""
+
+
+class DiskInfo(Model):
+    """One disk or partition (guest-get-disks)."""
+
+    name: str
+    partition: bool
+    dependencies: list[str] | None = None
+    address: DiskAddress | None = None
+    alias: str | None = None
+    smart: DiskSmart | None = None
+
+
+class FilesystemInfo(Model):
+    """One mounted filesystem and the disks it lies on (guest-get-fsinfo)."""
+
+    name: str
+    mountpoint: str
+    type: str
+    used_bytes: int | None = None
+    total_bytes: int | None = None
+    total_bytes_privileged: int | None = None
+    disk: list[DiskAddress]
+
+
+class DiskStats(Model):
+    """I/O counters of one disk; each is None when the guest kernel does not have it."""
+
+    read_sectors: int | None = None
+    read_ios: int | None = None
+    read_merges: int | None = None
+    write_sectors: int | None = None
+    write_ios: int | None = None
+    write_merges: int | None = None
+    discard_sectors: int | None = None
+    discard_ios: int | None = None
+    discard_merges: int | None = None
+    flush_ios: int | None = None
+    read_ticks: int | None = None
+    write_ticks: int | None = None
+    discard_ticks: int | None = None
+    flush_ticks: int | None = None
+    ios_pgr: int | None = None
+    total_ticks: int | None = None
+    weight_ticks: int | None = None
+
+
+class DiskStatsInfo(Model):
+    """One disk's device numbers and I/O counters (guest-get-diskstats)."""
+
+    name: str
+    major: int
+    minor: int
+    stats: DiskStats
+
+
+# --- processes ------------------------------------------------------------------------
+
+
+class CaptureOutputMode(enum.StrEnum):
+    """Which output guest-exec captures (modes need agent 8.0; ``True`` means separated)."""
+
+    NONE = "none"
+    STDOUT = "stdout"
+    STDERR = "stderr"
+    SEPARATED = "separated"
+    MERGED = "merged"
+
+
+class ExecStatus(Model):
+    """A guest-exec process: running, or exited with its code or signal and its output.
+
+    ``out_data``/``err_data`` are the captured bytes, None when output was not captured
+    or the process is still running.
+    """
+
+    exited: bool
+    exitcode: int | None = None
+    signal: int | None = None
+    out_data: Base64Bytes | None = None
+    err_data: Base64Bytes | None = None
+    out_truncated: bool | None = None
+    err_truncated: bool | None = None
+
+
+# --- the system -----------------------------------------------------------------------
+
+
+class OsInfo(Model):
+    """The guest's operating system: uname fields and os-release(5) fields."""
+
+    kernel_release: str | None = None
+    kernel_version: str | None = None
+    machine: str | None = None
+    id: str | None = None
+    name: str | None = None
+    pretty_name: str | None = None
+    version: str | None = None
+    version_id: str | None = None
+    variant: str | None = None
+    variant_id: str | None = None
+
+
+class User(Model):
+    """A logged-in user; ``login_time`` is seconds since the epoch (earliest login)."""
+
+    user: str
+    login_time: float
+    domain: str | None = None
+
+
+class Timezone(Model):
+    """The guest's timezone: ``offset`` is seconds east of UTC."""
+
+    zone: str | None = None
+    offset: int
+
+
+class LoadAverage(Model):
+    """The guest's load averages."""
+
+    load1m: float
+    load5m: float
+    load15m: float
+
+
+class CpuStatsType(OpenEnum):
+    """The kind of CPU statistics: which operating system they come from."""
+
+    LINUX = "linux"
+
+
+class LinuxCpuStats(Model):
+    """One Linux CPU's times, in milliseconds; the newer counters may be None."""
+
+    type: CpuStatsType
+    cpu: int
+    user: int
+    nice: int
+    system: int
+    idle: int
+    iowait: int | None = None
+    irq: int | None = None
+    softirq: int | None = None
+    steal: int | None = None
+    guest: int | None = None
+    guestnice: int | None = None
+
+
+class OtherCpuStats(Model):
+    """CPU statistics of a kind without a model here: whatever was sent is in extras."""
+
+    type: CpuStatsType
+
+
+CpuStats = Annotated[
+    Annotated[LinuxCpuStats, Tag("linux")] | Annotated[OtherCpuStats, Tag("other")],
+    _by_tag("type", "linux"),
+]
+"""One CPU's statistics, by operating system."""
+
+
+class DeviceType(OpenEnum):
+    """The kind of a device id."""
+
+    PCI = "pci"
+
+
+class PciDeviceId(Model):
+    """A PCI device's vendor and device ids."""
+
+    type: DeviceType
+    vendor_id: int
+    device_id: int
+
+
+class OtherDeviceId(Model):
+    """A device id of a kind without a model here: whatever was sent is in extras."""
+
+    type: DeviceType
+
+
+DeviceId = Annotated[
+    Annotated[PciDeviceId, Tag("pci")] | Annotated[OtherDeviceId, Tag("other")],
+    _by_tag("type", "pci"),
+]
+"""A device's id, by device type."""
+
+
+class DeviceInfo(Model):
+    """A device and its driver (guest-get-devices); ``driver_date`` is ns since the epoch."""
+
+    driver_name: str
+    driver_date: int | None = None
+    driver_version: str | None = None
+    id: DeviceId | None = None
+
+
+# --- network --------------------------------------------------------------------------
+
+
+class IpAddressType(OpenEnum):
+    """An IP version."""
+
+    IPV4 = "ipv4"
+    IPV6 = "ipv6"
+
+
+class IpAddress(Model):
+    """An address of an interface."""
+
+    ip_address: str
+    ip_address_type: IpAddressType
+    prefix: int
+
+
+class NetworkInterfaceStats(Model):
+    """An interface's traffic counters."""
+
+    rx_bytes: int
+    rx_packets: int
+    rx_errs: int
+    rx_dropped: int
+    tx_bytes: int
+    tx_packets: int
+    tx_errs: int
+    tx_dropped: int
+
+
+class NetworkInterface(Model):
+    """One network interface: name, MAC, addresses, counters."""
+
+    name: str
+    hardware_address: str | None = None
+    ip_addresses: list[IpAddress] | None = None
+    statistics: NetworkInterfaceStats | None = None
+
+
+class NetworkRoute(Model):
+    """One route of the guest's routing table; ``version`` is 4 or 6."""
+
+    iface: str
+    destination: str
+    metric: int
+    version: int
+    gateway: str | None = None
+    mask: str | None = None
+    irtt: int | None = None
+    flags: int | None = None
+    refcnt: int | None = None
+    use: int | None = None
+    window: int | None = None
+    mtu: int | None = None
+    desprefixlen: str | None = None
+    source: str | None = None
+    srcprefixlen: str | None = None
+    nexthop: str | None = None
+
+
+# --- virtual hardware -----------------------------------------------------------------
+
+
+class LogicalProcessor(Model):
+    """A vCPU: read from guest-get-vcpus, or a wanted state for guest-set-vcpus."""
+
+    logical_id: int
+    online: bool
+    can_offline: bool | None = None
+
+
+class MemoryBlock(Model):
+    """A memory block: read from guest-get-memory-blocks, or a wanted state to set."""
+
+    phys_index: int
+    online: bool
+    can_offline: bool | None = None
+
+
+class MemoryBlockResponseType(OpenEnum):
+    """How setting one memory block went."""
+
+    SUCCESS = "success"
+    NOT_FOUND = "not-found"
+    OPERATION_NOT_SUPPORTED = "operation-not-supported"
+    OPERATION_FAILED = "operation-failed"
+
+
+class MemoryBlockResponse(Model):
+    """The result for one block of guest-set-memory-blocks; ``error_code`` is an errno."""
+
+    phys_index: int
+    response: MemoryBlockResponseType
+    error_code: int | None = None

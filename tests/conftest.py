@@ -11,6 +11,8 @@ import pytest
 from qga_libvirt import GuestAgent
 from qga_libvirt.testing import HostAgent
 
+from .lab import Lab, boot_lab
+
 
 @pytest.fixture(scope="session")
 def host_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostAgent]:
@@ -26,3 +28,9 @@ def agent(host_agent: HostAgent) -> Iterator[GuestAgent]:
     """A client of the host agent, closed after the test (so the next one can connect)."""
     with GuestAgent.from_socket(host_agent.socket) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    """libvirtd and the tiny guests: ok, sock, none, never (running) and off (shut off)."""
+    yield from boot_lab()

@@ -28,6 +28,11 @@ class Request(NamedTuple):
     arguments: Mapping[str, Any] | None = None
     replies: bool = True
 
+    def __repr__(self) -> str:
+        # Arguments may carry a password or file contents: never in a repr or a log.
+        keys = sorted(self.arguments) if self.arguments else []
+        return f"Request({self.command!r}, arguments={keys}, replies={self.replies})"
+
 
 @runtime_checkable
 class Transport(Protocol):

@@ -224,8 +224,9 @@ def open_domain_transport(
 
     Raises:
         LibvirtConnectionError, DomainNotFoundError, DomainNotRunningError,
-        AgentNotConfiguredError, AgentNotConnectedError: as their names say; each message
-            names the domain and says what to do.
+        AgentNotConfiguredError: as their names say; each message names the domain and
+            says what to do. (A channel no agent has opened yet is not refused: calls
+            raise AgentNotConnectedError until it does, see wait_for_agent.)
         AgentUnreachableError: ``backend="socket"`` where the socket cannot be used.
     """
     if isinstance(domain, libvirt.virDomain):
@@ -255,8 +256,8 @@ def open_domain_transport(
             "libvirt does not manage: use backend='socket' (or 'auto')",
             target=f"domain '{name}'",
         )
-    if channel.state == "disconnected":
-        raise AgentNotConnectedError(_not_connected(name), target=f"domain '{name}'")
+    # A disconnected channel is not refused here: the guest may be booting, and libvirt
+    # answers "not connected" at once (AgentNotConnectedError) until its agent starts.
     return LibvirtTransport(dom)
 
 

@@ -1,0 +1,1 @@
+"""What people install a guest-agent client for, built on the typed commands."""
