@@ -24,7 +24,11 @@ from .errors import (
     agent_error,
 )
 from .models import AgentInfo, FsfreezeStatus
+from .operations.credentials import CredentialOps
 from .operations.files import FileOps
+from .operations.freeze import FreezeOps
+from .operations.power import PowerOps
+from .operations.run import RunOps
 from .protocol import Reply
 from .transports.base import Request, Transport
 from .transports.socket import DEFAULT_IDLE_TIMEOUT, SocketTransport
@@ -46,7 +50,7 @@ class _Shared:
         self.info: AgentInfo | None = None
 
 
-class GuestAgent(FileOps):
+class GuestAgent(FileOps, RunOps, FreezeOps, PowerOps, CredentialOps):
     """A QEMU guest agent, reached through a transport.
 
     Every QGA command is a typed method (see :class:`~qga_libvirt.commands.Commands`);
