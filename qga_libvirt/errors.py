@@ -15,6 +15,7 @@
     ├── ProtocolError                1001  the conversation broke: garbage, id mismatch,
     │                                      a reply that breaks the schema (.reply kept)
     ├── RequestTooLargeError         1002  a request above what the backend carries safely
+    ├── ReplyTooLargeError           1001  a reply above what the backend carries (lost)
     ├── TransferError                (the cause's)  a file transfer failed part-way:
     │                                      .transferred bytes reached the other side
     ├── LibvirtError                 1001  any other libvirt failure (.libvirt_code)
@@ -54,6 +55,7 @@ __all__ = [
     "LibvirtConnectionError",
     "LibvirtError",
     "ProtocolError",
+    "ReplyTooLargeError",
     "RequestTooLargeError",
     "TransferError",
     "agent_error",
@@ -205,6 +207,12 @@ class TransferError(GuestAgentError):
         self.transferred = transferred
         self.total = total
         self.path = path
+
+
+class ReplyTooLargeError(GuestAgentError):
+    """The agent's reply was larger than the backend carries (libvirt: ~4 MiB), and lost."""
+
+    code = ERR_CANNOT_READ
 
 
 class LibvirtError(GuestAgentError):

@@ -239,7 +239,8 @@ class FakeLibvirtError(libvirt.libvirtError):  # type: ignore[misc]
         (74, "argument unsupported: QEMU guest agent is not configured", "NotConfigured"),
         (55, "Requested operation is not valid: domain is not running", "DomainNotRunning"),
         (42, "Domain not found", "DomainNotFound"),
-        (7, "Unable to encode message payload", "LibvirtError"),
+        (7, "Unable to encode message payload", "ReplyTooLarge"),
+        (1, "internal error: something else", "LibvirtError"),
     ],
 )
 def test_libvirt_error_mapping(lab: Lab, code: int, message: str, expected: str) -> None:

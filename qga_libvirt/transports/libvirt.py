@@ -40,6 +40,7 @@ from ..errors import (
     GuestAgentError,
     LibvirtError,
     ProtocolError,
+    ReplyTooLargeError,
     RequestTooLargeError,
 )
 from ..protocol import Reply, encode_request
@@ -177,6 +178,14 @@ class LibvirtTransport:
                     "retry with a longer timeout, or restart qemu-guest-agent in the guest"
                 )
             return AgentUnresponsiveError(f"the guest agent of {where}: {hint} [{text}]", **kwargs)
+        if "encode message payload" in text:
+            return ReplyTooLargeError(
+                f"the reply to {command or 'the command'} from {where} is larger than "
+                f"libvirt's RPC message limit (about 4 MiB), so libvirt dropped it: ask for "
+                "less (smaller file reads; exec output to a file) or use the socket backend "
+                f"[{text}]",
+                **kwargs,
+            )
         return LibvirtError(f"libvirt failed on {where}: {text}", libvirt_code=code, **kwargs)
 
     def close(self) -> None:
