@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import socket
+import threading
 import time
 from collections.abc import Mapping
 from types import TracebackType
@@ -124,8 +126,11 @@ class GuestAgent(FileOps, RunOps, FreezeOps, PowerOps, CredentialOps):
     def wait_for_agent(self, timeout: float = 60.0) -> None:
         """Wait until the agent answers a ping: for a guest that is booting or rebooting.
 
-        Pings with a backoff from 50 ms to 1 s; errors that mean "not yet" (agent not
-        connected or unresponsive, socket not there yet, timeouts) are waited out.
+        Through libvirt, with an event loop running
+        (:func:`~qga_libvirt.discovery.start_event_loop`), it wakes on libvirt's agent
+        lifecycle event; otherwise it pings with a backoff from 50 ms to 1 s. Errors that
+        mean "not yet" (agent not connected or unresponsive, socket not there yet,
+        timeouts) are waited out.
 
         Raises:
             AgentTimeoutError: it did not answer within ``timeout``; the last error is
@@ -133,6 +138,11 @@ class GuestAgent(FileOps, RunOps, FreezeOps, PowerOps, CredentialOps):
             GuestAgentError: an error that waiting cannot cure (no such domain, no agent
                 channel, domain not running).
         """
+        events = getattr(self.transport, "agent_connected_events", None)
+        with events() if events is not None else contextlib.nullcontext() as woken:
+            self._wait_for_agent(timeout, woken)
+
+    def _wait_for_agent(self, timeout: float, woken: threading.Event | None) -> None:
         deadline = time.monotonic() + timeout
         delay = 0.05
         while True:
@@ -153,7 +163,11 @@ class GuestAgent(FileOps, RunOps, FreezeOps, PowerOps, CredentialOps):
                     target=self.target,
                     command="guest-ping",
                 ) from last
-            time.sleep(min(delay, remaining))
+            if woken is not None:  # an event wakes us: poll rarely
+                woken.wait(min(max(delay, 1.0), remaining))
+                woken.clear()
+            else:
+                time.sleep(min(delay, remaining))
             delay = min(delay * 2, 1.0)
 
     @property

@@ -38,6 +38,7 @@ __all__ = [
     "list_domains",
     "lookup_domain",
     "open_connection",
+    "start_event_loop",
 ]
 
 AGENT_CHANNEL_NAME: Final = "org.qemu.guest_agent.0"
@@ -105,8 +106,33 @@ def default_uri() -> str:
     return os.environ.get("LIBVIRT_DEFAULT_URI") or "qemu:///system"
 
 
-_connections: dict[str, Any] = {}
 _connections_lock = threading.Lock()
+_event_loop: threading.Thread | None = None
+
+
+def start_event_loop() -> None:
+    """Run libvirt's default event loop in a daemon thread, once per process.
+
+    With it, connections opened AFTERWARDS deliver domain events, and
+    :meth:`GuestAgent.wait_for_agent <qga_libvirt.GuestAgent.wait_for_agent>` wakes on the
+    agent's lifecycle event instead of polling. Call it early, before any connection is
+    opened, and not when the application runs its own libvirt event loop.
+    """
+    global _event_loop
+    with _connections_lock:
+        if _event_loop is not None:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        _event_loop = threading.Thread(target=run, name="libvirt events", daemon=True)
+        _event_loop.start()
+
+
+_connections: dict[str, Any] = {}
 
 
 def open_connection(uri: str | None = None, *, shared: bool = True) -> Any:

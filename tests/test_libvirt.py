@@ -274,3 +274,39 @@ def test_info_is_typed_through_libvirt(lab: Lab) -> None:
     info = GuestAgent.from_domain(lab.ok).info()
     assert isinstance(info, AgentInfo)
     assert any(c.name == "guest-exec" and c.enabled for c in info.supported_commands)
+
+
+EVENT_SCRIPT = """
+import sys, time
+from qga_libvirt import GuestAgent
+from qga_libvirt.discovery import start_event_loop
+start_event_loop()
+agent = GuestAgent.from_domain(sys.argv[1])
+with agent.transport.agent_connected_events() as event:
+    assert event is not None, "no event delivery with the loop running"
+    agent.call("guest-exec", {"path": "/bin/sh", "arg": ["-c", "sleep 0.2; killall qemu-ga"]})
+    time.sleep(1)
+    event.clear()
+    woke = event.wait(60)  # init respawns the agent: libvirt reports it connected
+agent.wait_for_agent(60)
+print("woke" if woke else "no event")
+"""
+
+
+def test_wait_for_agent_wakes_on_the_lifecycle_event(lab: Lab) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", EVENT_SCRIPT, lab.ok], capture_output=True, text=True, timeout=150
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "woke"
+    GuestAgent.from_domain(lab.ok).wait_for_agent(60)
+
+
+def test_no_event_loop_means_polling(lab: Lab) -> None:
+    transport = GuestAgent.from_domain(lab.ok).transport
+    assert isinstance(transport, LibvirtTransport)
+    with transport.agent_connected_events() as event:
+        assert event is None  # this process runs no libvirt event loop

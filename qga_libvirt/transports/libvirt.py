@@ -14,9 +14,12 @@ its own ``guest-sync``. What it does not do, this transport does:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
+import threading
+from collections.abc import Iterator
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
@@ -187,6 +190,33 @@ class LibvirtTransport:
                 **kwargs,
             )
         return LibvirtError(f"libvirt failed on {where}: {text}", libvirt_code=code, **kwargs)
+
+    @contextlib.contextmanager
+    def agent_connected_events(self) -> Iterator[threading.Event | None]:
+        """An event set whenever libvirt reports this domain's agent connected.
+
+        Yields None where the connection cannot deliver events (no libvirt event loop
+        runs in this process: see :func:`qga_libvirt.discovery.start_event_loop`).
+        """
+        event = threading.Event()
+
+        def on_lifecycle(_c: Any, _d: Any, state: int, _reason: int, _o: Any) -> None:
+            if state == libvirt.VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_STATE_CONNECTED:
+                event.set()
+
+        conn = self.domain.connect()
+        try:
+            callback = conn.domainEventRegisterAny(
+                self.domain, libvirt.VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE, on_lifecycle, None
+            )
+        except libvirt.libvirtError:
+            yield None
+            return
+        try:
+            yield event
+        finally:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.domainEventDeregisterAny(callback)
 
     def close(self) -> None:
         """Nothing to release: the libvirt connection is shared (see discovery)."""
