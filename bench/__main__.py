@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from . import ping
+from . import ping, run
 
 
 def main() -> None:
     ping.main()
+    run.main()
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@
     │   ├── AgentNotConfiguredError          the domain has no guest agent channel
     │   └── AgentNotConnectedError           channel present, no agent in the guest
     ├── AgentTimeoutError            1003  no reply within the timeout
-    │   └── AgentUnresponsiveError           libvirt gave up on the agent (timeout or error)
+    │   ├── AgentUnresponsiveError           libvirt gave up on the agent (timeout or error)
+    │   ├── CommandTimeoutError              run(): the guest process outlived the timeout (.pid)
+    │   └── ShutdownTimeoutError             the guest's agent still answers after the wait
     ├── ConnectionLostError          1001/1002  the connection broke while reading/writing
     ├── ProtocolError                1001  the conversation broke: garbage, id mismatch,
     │                                      a reply that breaks the schema (.reply kept)
@@ -19,6 +21,12 @@
     ├── TransferError                (the cause's)  a file transfer failed part-way:
     │                                      .transferred bytes reached the other side
     ├── LibvirtError                 1001  any other libvirt failure (.libvirt_code)
+    ├── OutputLostError              (the cause's)  run(): a process's output did not come
+    │                                      back (.pid; .guest_files where it is kept)
+    ├── CommandFailedError           1004  run(check=True): non-zero exit or signal (.result)
+    ├── ThawError                    (the cause's)  thawing failed: the guest is STILL FROZEN
+    ├── FreezeTimeoutError           1003  frozen(): the body outlived the frozen window and
+    │                                      the watchdog thawed before it ended
     └── AgentCommandError            1004  the agent answered with an error (.error_class .desc)
         ├── CommandDisabledError           disabled by --block-rpcs/--allow-rpcs
         │   └── GuestFrozenError           disabled because filesystems are frozen
@@ -31,7 +39,11 @@ and, where there is one, what to do about it.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Final
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+
+if TYPE_CHECKING:
+    from .operations.run import RunResult
 
 __all__ = [
     "ERR_CANNOT_READ",
@@ -46,17 +58,23 @@ __all__ = [
     "AgentUnreachableError",
     "AgentUnresponsiveError",
     "CommandDisabledError",
+    "CommandFailedError",
     "CommandNotFoundError",
+    "CommandTimeoutError",
     "ConnectionLostError",
     "DomainNotFoundError",
     "DomainNotRunningError",
+    "FreezeTimeoutError",
     "GuestAgentError",
     "GuestFrozenError",
     "LibvirtConnectionError",
     "LibvirtError",
+    "OutputLostError",
     "ProtocolError",
     "ReplyTooLargeError",
     "RequestTooLargeError",
+    "ShutdownTimeoutError",
+    "ThawError",
     "TransferError",
     "agent_error",
 ]
@@ -288,3 +306,110 @@ def agent_error(
     else:
         message = f"{command or 'command'} failed{where}: {desc} [{error_class}]"
     return cls(message, error_class=error_class, desc=desc, target=target, command=command)
+
+
+class CommandTimeoutError(AgentTimeoutError):
+    """``run()``: the guest process was still running when the timeout passed.
+
+    It keeps running in the guest, and the agent keeps its output:
+    ``agent.collect(error.pid)`` waits for it again and returns its result.
+
+    Attributes:
+        pid: the guest process id.
+        argv: the command line.
+        timeout: the seconds that passed.
+    """
+
+    def __init__(
+        self, message: str, *, pid: int, argv: Sequence[str], timeout: float, **kwargs: Any
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.pid = pid
+        self.argv = tuple(argv)
+        self.timeout = timeout
+
+
+class ShutdownTimeoutError(AgentTimeoutError):
+    """The guest did not go down within the wait: its agent still answers (or, through
+    libvirt, the domain still runs)."""
+
+
+class OutputLostError(GuestAgentError):
+    """``run()``: the process ran (or may have), but its output did not come back.
+
+    The agent hands a finished process's status and output over once; when that reply
+    is lost in transport, or is too large for the backend, the output is gone, unless
+    it went to guest files (``guest_files`` then lists them: read them with
+    ``read_file``, then remove them).
+
+    Attributes:
+        pid: the guest process id.
+        guest_files: guest files that still hold the output (empty: it is gone).
+        certain: True when the output is known to be gone or not collected; False when
+            it may still be there (``collect(pid)`` once the agent answers again).
+
+    The error that broke the transfer is ``__cause__``; ``code`` and ``is_unreachable``
+    are its.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        pid: int,
+        guest_files: Sequence[str] = (),
+        certain: bool = True,
+        cause: GuestAgentError | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if cause is not None:
+            kwargs.setdefault("is_unreachable", cause.is_unreachable)
+        super().__init__(message, **kwargs)
+        if cause is not None:
+            self.code = cause.code
+        self.pid = pid
+        self.guest_files = tuple(guest_files)
+        self.certain = certain
+
+
+class CommandFailedError(GuestAgentError):
+    """``run(check=True)``: the guest process exited non-zero or was killed by a signal.
+
+    Attributes:
+        result: the :class:`~qga_libvirt.operations.run.RunResult`, output included.
+    """
+
+    code = ERR_FROM_AGENT
+
+    def __init__(self, message: str, *, result: RunResult, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.result = result
+
+
+class ThawError(GuestAgentError):
+    """Thawing the guest's filesystems failed, retries included: they are STILL FROZEN.
+
+    The message says how to thaw them by hand. The last thaw error is ``__cause__``;
+    ``code`` and ``is_unreachable`` are its.
+
+    Attributes:
+        attempts: how many thaws were tried.
+    """
+
+    def __init__(
+        self, message: str, *, attempts: int, cause: GuestAgentError | None = None, **kwargs: Any
+    ) -> None:
+        if cause is not None:
+            kwargs.setdefault("is_unreachable", cause.is_unreachable)
+        super().__init__(message, **kwargs)
+        if cause is not None:
+            self.code = cause.code
+        self.attempts = attempts
+
+
+class FreezeTimeoutError(GuestAgentError):
+    """``frozen()``: the body ran longer than the frozen window, so the watchdog thawed
+    the filesystems before it ended: what it did after that (a snapshot) may not be
+    consistent."""
+
+    code = ERR_TIMED_OUT

@@ -1,0 +1,266 @@
+"""frozen(): freeze, always thaw, retry, watchdog. Scripted faults, then the tiny guest.
+
+The host's agent has fsfreeze blocked: the host is never frozen. The real freezes run
+on the tiny guest's ext4 data disk (``/mnt/data`` of ``lab.ok``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from qga_libvirt import (
+    AgentCommandError,
+    AgentTimeoutError,
+    CommandDisabledError,
+    FakeTransport,
+    FreezeTimeoutError,
+    GuestAgent,
+    GuestFrozenError,
+    ThawError,
+)
+from qga_libvirt.models import FsfreezeStatus
+from qga_libvirt.operations import freeze as freeze_module
+from qga_libvirt.protocol import Reply
+from qga_libvirt.transports.base import Request
+
+from .lab import Lab
+
+# --- a scripted agent -------------------------------------------------------------------
+
+
+class FreezingAgent:
+    """Freezes and thaws like qemu-ga; ``thaw_failures`` thaws fail first."""
+
+    def __init__(self, *, thaw_failures: int = 0, freeze: Callable[[], Any] | None = None) -> None:
+        self.frozen = False
+        self.thaw_failures = thaw_failures
+        self.freeze = freeze
+        self.calls: list[str] = []
+
+    def __call__(self, request: Request) -> Any:
+        command = request.command
+        self.calls.append(command)
+        if command in ("guest-fsfreeze-freeze", "guest-fsfreeze-freeze-list"):
+            if self.frozen:
+                desc = f"Command {command} has been disabled: the agent is in frozen state"
+                return Reply(error_class="CommandNotFound", desc=desc)
+            if self.freeze is not None:
+                return self.freeze()
+            self.frozen = True
+            return len((request.arguments or {}).get("mountpoints", ["/", "/data"]))
+        if command == "guest-fsfreeze-thaw":
+            if self.thaw_failures:
+                self.thaw_failures -= 1
+                return Reply(error_class="GenericError", desc="failed to thaw: busy")
+            thawed, self.frozen = int(self.frozen), False
+            return thawed
+        if command == "guest-fsfreeze-status":
+            return "frozen" if self.frozen else "thawed"
+        return {}
+
+
+@pytest.fixture(autouse=True)
+def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Clock:
+        monotonic = staticmethod(time.monotonic)
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            pass
+
+    monkeypatch.setattr(freeze_module, "time", Clock)
+
+
+def until(done: Callable[[], bool], seconds: float) -> None:
+    """Wait until ``done()``: the body of a frozen block that outlives its watchdog."""
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, "the watchdog did not thaw"
+        time.sleep(0.01)
+
+
+def scripted(fake: FreezingAgent, target: str = "domain 'web1'") -> GuestAgent:
+    return GuestAgent(FakeTransport(fake, target=target))
+
+
+def test_freezes_yields_the_count_and_thaws() -> None:
+    fake = FreezingAgent()
+    agent = scripted(fake)
+    with agent.frozen(timeout=None) as count:
+        assert count == 2
+        assert fake.frozen
+    assert not fake.frozen
+    assert fake.calls == ["guest-fsfreeze-freeze", "guest-fsfreeze-thaw"]
+
+
+def test_a_mountpoint_list_uses_freeze_list() -> None:
+    fake = FreezingAgent()
+    with scripted(fake).frozen(["/data"], timeout=None) as count:
+        assert count == 1
+    assert fake.calls[0] == "guest-fsfreeze-freeze-list"
+
+
+def test_thaws_when_the_body_raises() -> None:
+    fake = FreezingAgent()
+    with pytest.raises(KeyError), scripted(fake).frozen(timeout=None):
+        raise KeyError("body")
+    assert not fake.frozen
+
+
+def test_thaw_is_retried() -> None:
+    fake = FreezingAgent(thaw_failures=2)
+    with scripted(fake).frozen(timeout=None):
+        pass
+    assert not fake.frozen
+    assert fake.calls.count("guest-fsfreeze-thaw") == 3
+
+
+def test_thaw_that_keeps_failing_raises_still_frozen_with_how_to_thaw() -> None:
+    fake = FreezingAgent(thaw_failures=100)
+    with pytest.raises(ThawError) as caught, scripted(fake).frozen(timeout=None):
+        pass
+    error = caught.value
+    assert fake.frozen
+    assert error.attempts == freeze_module.THAW_ATTEMPTS
+    assert fake.calls.count("guest-fsfreeze-thaw") == freeze_module.THAW_ATTEMPTS
+    assert "STILL FROZEN" in str(error)
+    assert "virsh domfsthaw web1" in str(error)
+    assert "qga web1 fsfreeze-thaw" in str(error)
+    assert isinstance(error.__cause__, AgentCommandError)
+
+
+def test_thaw_error_wins_over_the_body_error_which_stays_its_context() -> None:
+    fake = FreezingAgent(thaw_failures=100)
+    with pytest.raises(ThawError) as caught, scripted(fake).frozen(timeout=None):
+        raise ValueError("body")
+    assert isinstance(caught.value.__context__, ValueError)
+
+
+def test_thaw_error_on_a_socket_names_the_socket() -> None:
+    fake = FreezingAgent(thaw_failures=100)
+    with pytest.raises(ThawError) as caught, scripted(fake, "socket /run/q.sock").frozen():
+        pass
+    assert "socket /run/q.sock" in str(caught.value)
+    assert "fsfreeze_thaw()" in str(caught.value)
+
+
+def test_failed_thaw_of_a_guest_that_reports_thawed_is_fine() -> None:
+    fake = FreezingAgent()
+    original = fake.__call__
+
+    def thaw_reply_lost(request: Request) -> Any:
+        if request.command == "guest-fsfreeze-thaw":
+            fake.frozen = False  # it thawed, the reply got lost
+            raise AgentTimeoutError("no reply", command=request.command)
+        return original(request)
+
+    agent = GuestAgent(FakeTransport(thaw_reply_lost))
+    with agent.frozen(timeout=None):
+        pass
+    assert not fake.frozen
+
+
+def test_a_freeze_whose_reply_is_lost_is_thawed_before_raising() -> None:
+    fake = FreezingAgent()
+
+    def freeze_then_lose_reply() -> Any:
+        fake.frozen = True
+        raise AgentTimeoutError("no reply", command="guest-fsfreeze-freeze")
+
+    fake.freeze = freeze_then_lose_reply
+    with pytest.raises(AgentTimeoutError), scripted(fake).frozen():
+        pytest.fail("the body must not run")
+    assert not fake.frozen
+    assert fake.calls[-1] == "guest-fsfreeze-thaw"
+
+
+def test_someone_elses_freeze_is_left_alone() -> None:
+    fake = FreezingAgent()
+    fake.frozen = True
+    with pytest.raises(CommandDisabledError), scripted(fake).frozen():
+        pytest.fail("the body must not run")
+    assert fake.frozen  # not ours to thaw
+    assert "guest-fsfreeze-thaw" not in fake.calls
+
+
+def test_watchdog_thaws_and_the_exit_reports_it() -> None:
+    fake = FreezingAgent()
+    with pytest.raises(FreezeTimeoutError) as caught, scripted(fake).frozen(timeout=0.05):
+        until(lambda: not fake.frozen, 5)  # thawed while the body still runs
+    assert "watchdog" in str(caught.value)
+
+
+def test_watchdog_notes_itself_on_the_body_error() -> None:
+    fake = FreezingAgent()
+
+    def body() -> None:
+        until(lambda: not fake.frozen, 5)
+        raise RuntimeError("body")
+
+    with pytest.raises(RuntimeError) as caught, scripted(fake).frozen(timeout=0.05):
+        body()
+    assert any("watchdog" in note for note in caught.value.__notes__)
+
+
+def test_a_quick_body_does_not_trip_the_watchdog() -> None:
+    fake = FreezingAgent()
+    with scripted(fake).frozen(timeout=30):
+        pass
+    assert fake.calls.count("guest-fsfreeze-thaw") == 1
+
+
+# --- the tiny guest's data disk ---------------------------------------------------------
+
+
+@pytest.fixture
+def guest(lab: Lab) -> Iterator[GuestAgent]:
+    agent = GuestAgent.from_domain(lab.ok, timeout=30)
+    assert agent.fsfreeze_status() == FsfreezeStatus.THAWED
+    yield agent
+    if agent.fsfreeze_status() != FsfreezeStatus.THAWED:  # never leave the lab frozen
+        agent.fsfreeze_thaw()
+        pytest.fail("the guest was left frozen")
+
+
+@pytest.mark.vm
+def test_vm_frozen_inside_thawed_after_and_refusals_while_frozen(guest: GuestAgent) -> None:
+    with guest.frozen() as count:
+        assert count >= 1  # /mnt/data (tmpfs and rootfs cannot freeze)
+        assert guest.fsfreeze_status() == FsfreezeStatus.FROZEN
+        with pytest.raises(GuestFrozenError):
+            guest.get_osinfo()
+        with pytest.raises(GuestFrozenError):
+            guest.run(["/bin/true"])
+        guest.ping()  # frozen-safe
+    assert guest.fsfreeze_status() == FsfreezeStatus.THAWED
+    assert guest.get_osinfo().kernel_release
+
+
+@pytest.mark.vm
+def test_vm_mountpoint_list(guest: GuestAgent) -> None:
+    with guest.frozen(["/mnt/data"]) as count:
+        assert count == 1
+        assert guest.fsfreeze_status() == FsfreezeStatus.FROZEN
+    assert guest.fsfreeze_status() == FsfreezeStatus.THAWED
+    with guest.frozen(["/no/such/mount"]) as none:
+        assert none == 0
+
+
+@pytest.mark.vm
+def test_vm_thaws_when_the_body_raises(guest: GuestAgent) -> None:
+    with pytest.raises(ZeroDivisionError), guest.frozen(["/mnt/data"]):
+        _ = 1 / 0
+    assert guest.fsfreeze_status() == FsfreezeStatus.THAWED
+    guest.write_file("/mnt/data/after-freeze", b"writable again")
+    assert guest.read_file("/mnt/data/after-freeze") == b"writable again"
+
+
+@pytest.mark.vm
+def test_vm_watchdog_thaws_a_body_that_runs_too_long(guest: GuestAgent) -> None:
+    with pytest.raises(FreezeTimeoutError), guest.frozen(["/mnt/data"], timeout=0.5):
+        until(lambda: guest.fsfreeze_status() == FsfreezeStatus.THAWED, 20)
+    assert guest.fsfreeze_status() == FsfreezeStatus.THAWED
