@@ -111,11 +111,18 @@ class SocketTransport:
 
     def _execute(self, request: Request, timeout: float) -> Reply:
         deadline = time.monotonic() + timeout
-        reused = self._sock is not None
-        sock, poller = self._ensure_connected(request.command, timeout)
+        sock, poller = self._sock, self._poller
+        reused = sock is not None
+        if sock is None or poller is None:
+            sock, poller = self._ensure_connected(request.command, timeout)
         data = self._conversation.send(request.command, request.arguments, replies=request.replies)
         try:
-            self._send(sock, poller, data, deadline)
+            try:
+                sent = sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            if sent != len(data):  # a short write: finish it, bounded by the deadline
+                self._send(sock, poller, data[sent:], deadline)
         except (BrokenPipeError, ConnectionResetError) as exc:
             # A unix socket whose peer is gone fails the first write with nothing
             # delivered: the agent or VM restarted since the last call. Reconnect once.
@@ -154,13 +161,7 @@ class SocketTransport:
 
     @staticmethod
     def _send(sock: socket.socket, poller: select.poll, data: bytes, deadline: float) -> None:
-        try:
-            sent = sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        if sent == len(data):
-            return
-        view = memoryview(data)[sent:]
+        view = memoryview(data)
         while view:
             try:
                 view = view[sock.send(view) :]
@@ -175,7 +176,9 @@ class SocketTransport:
         conv, buffer = self._conversation, self._buffer
         reply = conv.next_reply() if conv.buffered else None  # data left from before
         while reply is None:
-            _wait(poller, deadline)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not poller.poll(math.ceil(remaining * 1000)):
+                raise TimeoutError
             try:
                 n = sock.recv_into(buffer)
             except BlockingIOError:
