@@ -111,6 +111,10 @@ class LibvirtTransport:
         try:
             out = libvirt_qemu.qemuAgentCommand(self.domain, text, seconds, 0)
         except libvirt.libvirtError as exc:
+            if not request.replies and "disappeared while executing" in str(exc):
+                # guest-shutdown/suspend send no reply: libvirt saw the agent go away
+                # mid-command because the guest went down, which is their success.
+                return Reply(value=None)
             return self._failed(exc, request.command, timeout)
         except (SystemError, UnicodeDecodeError) as exc:  # a reply libvirt-python cannot decode
             raise ProtocolError(
