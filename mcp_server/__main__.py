@@ -1,0 +1,39 @@
+"""``qga-mcp`` / ``python -m mcp_server``: parse the configuration, set up logging, serve."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+from .config import ConfigError, load_config, load_token
+from .server import serve
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the server; returns the exit status (2 for a configuration error)."""
+    try:
+        config = load_config(argv)
+        token = load_token(config)
+    except ConfigError as exc:
+        print(f"qga-mcp: {exc}", file=sys.stderr)
+        return 2
+    # Before the SDK configures logging, so ours wins: plain lines on stderr, never stdout
+    # (stdout is the stdio transport).
+    logging.basicConfig(
+        level=config.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        serve(config, token)
+    except ConfigError as exc:
+        print(f"qga-mcp: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

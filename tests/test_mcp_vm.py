@@ -1,0 +1,178 @@
+"""The installed ``qga-mcp`` over stdio, against libvirt and the tiny guests (the lab)."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+import anyio
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp.types import CallToolResult, TextContent
+
+from mcp_server.tools import catalogue
+
+from .lab import LOCAL_URI, TCP_URI, Lab
+
+pytestmark = [pytest.mark.vm, pytest.mark.anyio]
+
+QGA_MCP = str(Path(sys.executable).parent / "qga-mcp")
+
+
+@asynccontextmanager
+async def stdio(*args: str, errlog: TextIO | None = None) -> AsyncIterator[Client]:
+    """A client of ``qga-mcp --connect qemu:///system ARGS`` launched over stdio."""
+    params = StdioServerParameters(command=QGA_MCP, args=["--connect", LOCAL_URI, *args])
+    async with Client(stdio_client(params, errlog=errlog or sys.stderr)) as client:
+        yield client
+
+
+def text(result: CallToolResult) -> str:
+    block = result.content[0]
+    assert isinstance(block, TextContent)
+    return block.text
+
+
+def data(result: CallToolResult) -> dict[str, Any]:
+    assert not result.is_error, text(result)
+    assert isinstance(result.structured_content, dict)
+    return result.structured_content
+
+
+async def test_stdio_default_lists_only_read_only_tools_annotated_with_schemas(lab: Lab) -> None:
+    async with stdio() as client:
+        tools = (await client.list_tools()).tools
+    assert [t.name for t in tools] == [spec.name for spec in catalogue([])]
+    for listed in tools:
+        assert listed.annotations is not None, listed.name
+        assert listed.annotations.read_only_hint is True, listed.name
+        assert listed.annotations.destructive_hint is False, listed.name
+        assert listed.annotations.idempotent_hint is not None, listed.name
+        assert listed.annotations.open_world_hint is not None, listed.name
+        assert listed.output_schema is not None, listed.name
+        assert listed.output_schema["type"] == "object", listed.name
+
+
+async def test_get_osinfo_on_a_tiny_guest_and_the_domain_list(lab: Lab) -> None:
+    async with stdio() as client:
+        osinfo = await client.call_tool("get_osinfo", {"domain": lab.ok})
+        listed = data(await client.call_tool("list_domains", {}))
+    info = data(osinfo)
+    assert info["domain"] == lab.ok
+    assert Path("/lib/modules", info["result"]["kernel-release"]).is_dir()  # a host kernel
+    assert "<guest-data-" in text(osinfo)
+    by_name = {d["domain"]: d for d in listed["domains"]}
+    assert by_name[lab.ok]["agent_channel"] == "connected"
+    assert by_name[lab.ok]["state"] == "running"
+    assert by_name[lab.none]["agent_channel"] == "none"
+    assert by_name[lab.sock]["agent_channel"] == "raw socket"
+    assert by_name[lab.off]["state"] == "shut off"
+    assert listed["hypervisors"] == [{"name": "default", "uri": LOCAL_URI, "error": None}]
+
+
+async def test_exec_on_the_allowed_domain_only(lab: Lab) -> None:
+    async with stdio("--allow-domain", lab.ok, "--enable", "exec") as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+        ran = await client.call_tool(
+            "run_command",
+            {"domain": lab.ok, "argv": ["/bin/sh", "-c", "echo hi from $(uname -m); exit 4"]},
+        )
+        other = await client.call_tool("run_command", {"domain": lab.sock, "argv": ["/bin/true"]})
+        listed = data(await client.call_tool("list_domains", {}))
+    assert {"run_command", "command_status"} <= names
+    result = data(ran)
+    assert result["stdout"] == f"hi from {os.uname().machine}\n"
+    assert result["exitcode"] == 4
+    assert other.is_error
+    assert f"domain '{lab.sock}' is not one this server may touch" in text(other)
+    assert [d["domain"] for d in listed["domains"]] == [lab.ok]
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("none", "has no guest agent channel: add <channel"),
+        ("off", "is shut off: start it first"),
+        ("never", "is not connected: qemu-guest-agent is not running in the guest"),
+        ("missing", "not found on qemu:///system"),
+    ],
+)
+async def test_errors_are_results_with_what_to_do(lab: Lab, kind: str, message: str) -> None:
+    domain = getattr(lab, kind) if kind != "missing" else "qga-mcp-no-such-domain"
+    async with stdio() as client:
+        result = await client.call_tool("get_hostname", {"domain": domain})
+    assert result.is_error
+    assert message in text(result)
+    assert "Traceback" not in text(result)
+
+
+async def test_password_stays_out_of_the_audit_log(lab: Lab) -> None:
+    secret = "Corr3ct-Horse-" + str(os.getpid())
+    with tempfile.TemporaryFile("w+") as log:  # a real file: the child writes to its fd
+        async with stdio("--enable", "credentials", errlog=log) as client:
+            await client.call_tool(
+                "set_user_password",
+                {"domain": lab.ok, "username": "qga-mcp-no-such-user", "password": secret},
+            )
+        log.seek(0)
+        stderr = log.read()
+    assert re.search(rf'tool=set_user_password domain="{lab.ok}" outcome=\S+', stderr)
+    assert secret not in stderr
+
+
+async def test_read_file_of_a_proc_file(lab: Lab) -> None:
+    args = ("--enable", "files-read", "--read-path", "/proc/version")
+    async with stdio(*args) as client:
+        version = data(
+            await client.call_tool("read_file", {"domain": lab.ok, "path": "/proc/version"})
+        )
+        refused = await client.call_tool("read_file", {"domain": lab.ok, "path": "/proc/cmdline"})
+    assert version["content"].startswith("Linux version ")
+    assert version["eof"]
+    assert refused.is_error
+
+
+async def test_freeze_is_thawed_by_the_server_when_its_window_ends(lab: Lab) -> None:
+    async with stdio("--enable", "freeze", "--max-freeze-seconds", "3") as client:
+        frozen = data(await client.call_tool("fsfreeze_freeze", {"domain": lab.ok}))
+        during = data(await client.call_tool("fsfreeze_status", {"domain": lab.ok}))
+        too_long = await client.call_tool(
+            "fsfreeze_freeze", {"domain": lab.ok, "thaw_within_s": 60}
+        )
+        await anyio.sleep(4.5)
+        after = data(await client.call_tool("fsfreeze_status", {"domain": lab.ok}))
+        data(await client.call_tool("fsfreeze_freeze", {"domain": lab.ok, "thaw_within_s": 2}))
+        data(await client.call_tool("fsfreeze_thaw", {"domain": lab.ok}))
+        thawed = data(await client.call_tool("fsfreeze_status", {"domain": lab.ok}))
+    assert frozen["frozen"] >= 1
+    assert frozen["thaw_within_s"] == 3
+    assert during["result"] == "frozen"
+    assert too_long.is_error
+    assert "over this server's cap of 3 s" in text(too_long)
+    assert after["result"] == "thawed"
+    assert thawed["result"] == "thawed"
+
+
+async def test_several_hypervisors_address_domains_by_name(lab: Lab) -> None:
+    params = StdioServerParameters(
+        command=QGA_MCP, args=["--connect", f"a={LOCAL_URI}", "--connect", f"b={TCP_URI}"]
+    )
+    async with Client(stdio_client(params)) as client:
+        listed = data(await client.call_tool("list_domains", {}))
+        over_tcp = await client.call_tool("get_hostname", {"domain": f"b/{lab.ok}"})
+        bare = await client.call_tool("get_hostname", {"domain": lab.ok})
+        unknown = await client.call_tool("get_hostname", {"domain": f"c/{lab.ok}"})
+    addresses = {d["domain"] for d in listed["domains"]}
+    assert {f"a/{lab.ok}", f"b/{lab.ok}"} <= addresses
+    assert data(over_tcp)["domain"] == f"b/{lab.ok}"
+    assert bare.is_error
+    assert f"address the domain as HYPERVISOR/{lab.ok}" in text(bare)
+    assert unknown.is_error
+    assert "no hypervisor is named 'c'" in text(unknown)
