@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from . import ping, run
+from . import files, fleet, ping, run
 
 
 def main() -> None:
     ping.main()
+    fleet.main()
+    files.main()
     run.main()
 
 

@@ -47,6 +47,7 @@ from .errors import (
     TransferError,
 )
 from .models import AgentInfo, CommandInfo, Model
+from .operations.fleet import FleetResult, FleetTarget, fleet_call, fleet_ping
 from .operations.run import RunResult
 from .transports import FakeTransport, Reply, Request, SocketTransport, Transport
 
@@ -77,6 +78,8 @@ __all__ = [
     "DomainNotFoundError",
     "DomainNotRunningError",
     "FakeTransport",
+    "FleetResult",
+    "FleetTarget",
     "FreezeTimeoutError",
     "GuestAgent",
     "GuestAgentError",
@@ -95,5 +98,7 @@ __all__ = [
     "ThawError",
     "TransferError",
     "Transport",
+    "fleet_call",
+    "fleet_ping",
     "list_domains",
 ]
