@@ -1,0 +1,596 @@
+"""``qga``: the command line, its dispatch, and the one place errors become exit codes.
+
+Forms::
+
+    qga [-c URI] [--backend B] DOMAIN COMMAND [ARGS]     a libvirt domain's agent
+    qga [-c URI] -d DOMAIN COMMAND [ARGS]                the same, for any domain name
+    qga --socket PATH COMMAND [ARGS]                     an agent on a unix socket
+    qga [-c URI] list | cp SRC DST | fleet TARGET... -- COMMAND | completion SHELL
+
+The words before the command are read first (target options, then the target); the
+command's own parser takes the rest, with ``--json``, ``--debug`` and ``--timeout``
+accepted after it too. Only the parser of the command given is built: startup stays
+quick however many commands there are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import functools
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from ..commands import all_commands
+from ..errors import GuestAgentError
+from . import exits
+from .completion import SHELLS, Words, render
+from .core import Context, Outcome, Subcommand
+from .derive import wire_subcommand
+from .helpers import HELPERS, guest_path
+from .inputs import UsageError
+from .output import Output, table
+
+if TYPE_CHECKING:
+    from ..client import GuestAgent
+
+__all__ = [
+    "HOST_COMMANDS",
+    "HostCommand",
+    "agent_subcommands",
+    "completion_words",
+    "host_parser",
+    "main",
+    "subcommand_parser",
+    "synopsis",
+    "top_parser",
+]
+
+PROG: Final = "qga"
+DEFAULT_WAIT: Final = 60.0
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors raised (one line, exit 2) rather than printed."""
+
+    def error(self, message: str) -> Any:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _parser(prog: str, description: str | None = None, **kwargs: Any) -> _Parser:
+    return _Parser(
+        prog=prog,
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+        **kwargs,
+    )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the timeout must be positive")
+    return value
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("qga-libvirt")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+def _output_options(parser: argparse.ArgumentParser, *, after: bool) -> None:
+    """--json, --debug, --timeout: before the command, or (``after``) among its arguments."""
+    default = argparse.SUPPRESS if after else None
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=default or False,
+        help="print JSON for scripts (see docs/cli.md)",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=default or False,
+        help="show tracebacks and debug logs on errors",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        default=default,
+        help="seconds to wait for each reply (default 5); exec/shell: for the process; "
+        f"wait: in all (default {DEFAULT_WAIT:g})",
+    )
+
+
+@functools.cache
+def _output_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    _output_options(parent, after=True)
+    return parent
+
+
+def top_parser() -> argparse.ArgumentParser:
+    """The parser of the words before the command (and of ``qga --help``)."""
+    parser = _parser(
+        PROG,
+        "Talk to the QEMU guest agent of a libvirt domain, or of any agent socket.",
+        usage=(
+            "qga [-c URI] [--backend B] DOMAIN COMMAND [ARGS]\n"
+            "       qga --socket PATH COMMAND [ARGS]\n"
+            "       qga [-c URI] list | cp SRC DST | fleet TARGET... -- COMMAND\n"
+            "       qga completion bash|zsh"
+        ),
+        add_help=False,
+    )
+    parser.add_argument("-h", "--help", action="store_true", help="show this help")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument(
+        "-c",
+        "--connect",
+        metavar="URI",
+        help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system)",
+    )
+    parser.add_argument(
+        "-d", "--domain", metavar="DOMAIN", help="the domain (for a name like a command's)"
+    )
+    parser.add_argument("--socket", metavar="PATH", help="an agent's unix socket, no libvirt")
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "libvirt", "socket"),
+        default="auto",
+        help="how to reach a domain's agent: through libvirt, or its raw socket "
+        "(auto: the socket only for a channel libvirt does not hold)",
+    )
+    _output_options(parser, after=False)
+    parser.add_argument("words", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
+
+
+def subcommand_parser(sub: Subcommand, prog: str) -> argparse.ArgumentParser:
+    """The parser of one subcommand's arguments."""
+    parser = _parser(prog, sub.description or sub.summary, parents=[_output_parent()])
+    sub.arguments(parser)
+    parser.usage = f"{prog} {synopsis(parser)}".rstrip()
+    return parser
+
+
+_OUTPUT_OPTIONS: Final = frozenset({"-h", "--help", "--json", "--debug", "--timeout"})
+
+
+def synopsis(parser: argparse.ArgumentParser) -> str:
+    """A parser's own arguments in one line, without the options every command has."""
+    parts = []
+    for action in parser._actions:
+        if _OUTPUT_OPTIONS & set(action.option_strings) or action.help == argparse.SUPPRESS:
+            continue
+        metavar = action.metavar or action.dest.upper()
+        if action.choices and not action.metavar:
+            metavar = "{" + ",".join(map(str, action.choices)) + "}"
+        if isinstance(action, argparse.BooleanOptionalAction):
+            text = f"--[no-]{action.option_strings[0].removeprefix('--')}"
+        elif action.option_strings:
+            flag = max(action.option_strings, key=len)
+            text = flag if action.nargs == 0 else f"{flag} {metavar}"
+            text += "..." if action.nargs in ("+", "*") else ""
+        elif action.nargs == "+":
+            text = f"{metavar}..."
+        elif action.nargs == "*":
+            text = f"[{metavar}...]"
+        elif action.nargs == "?":
+            text = f"[{metavar}]"
+        else:
+            text = str(metavar)
+        optional = action.option_strings and not action.required
+        parts.append(f"[{text}]" if optional else text)
+    return " ".join(parts)
+
+
+@functools.cache
+def agent_subcommands() -> dict[str, Subcommand]:
+    """Every subcommand that talks to an agent: one per declaration, helpers over them."""
+    found = {sub.name: sub for sub in map(wire_subcommand, all_commands())}
+    found.update((helper.name, helper) for helper in HELPERS)
+    return found
+
+
+def _lookup(name: str) -> Subcommand:
+    subs = agent_subcommands()
+    if name in subs:
+        return subs[name]
+    if name.startswith("-"):
+        raise UsageError(f"{name} goes before the domain (see qga --help)")
+    close = difflib.get_close_matches(name, [*subs, *HOST_COMMANDS], n=3)
+    hint = f"; did you mean {' or '.join(close)}?" if close else "; see qga --help"
+    raise UsageError(f"unknown command {name!r}{hint}")
+
+
+# --- running --------------------------------------------------------------------------
+
+
+@dataclass
+class _State:
+    """What error handling needs to know of a run that may have failed anywhere."""
+
+    options: argparse.Namespace | None = None
+
+    @property
+    def debug(self) -> bool:
+        return bool(self.options is not None and self.options.debug)
+
+
+def _merge(options: argparse.Namespace, given: argparse.Namespace, out: Output) -> None:
+    """Output options given after the command count too."""
+    for key in ("json", "debug", "timeout"):
+        if key in vars(given):
+            setattr(options, key, getattr(given, key))
+    out.json_mode = options.json
+
+
+def _open_agent(options: argparse.Namespace) -> GuestAgent:
+    from ..client import DEFAULT_TIMEOUT, GuestAgent
+
+    timeout = options.timeout or DEFAULT_TIMEOUT
+    if options.socket is not None:
+        if options.backend == "libvirt":
+            raise UsageError("--socket talks to the socket itself: it takes no --backend libvirt")
+        return GuestAgent.from_socket(options.socket, timeout)
+    return GuestAgent.from_domain(
+        options.domain_name, options.connect, timeout, backend=options.backend
+    )
+
+
+def _run(out: Output, options: argparse.Namespace, sub: Subcommand, namespace: Any) -> int:
+    ctx = Context(out, options)
+    runner = sub.prepare(ctx, namespace)
+    with _open_agent(options) as agent:
+        outcome = runner(agent)
+    outcome.show(out)
+    return outcome.exit_code
+
+
+def _where(options: argparse.Namespace) -> str:
+    """The target as typed: ``--socket PATH`` or the domain."""
+    return f"--socket {options.socket}" if options.socket else str(options.domain_name)
+
+
+def _agent_command(out: Output, options: argparse.Namespace, words: list[str]) -> int:
+    name, rest = words[0], words[1:]
+    if name in ("-h", "--help"):
+        return _help(out, None)
+    sub = _lookup(name)
+    namespace = subcommand_parser(sub, f"{PROG} {_where(options)} {name}").parse_args(rest)
+    _merge(options, namespace, out)
+    return _run(out, options, sub, namespace)
+
+
+# --- host commands --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostCommand:
+    """A command that needs no target first (``qga list``, ``qga cp``, ...).
+
+    ``tail`` commands (fleet) take a qga command after ``--``: ``run`` gets its words.
+    """
+
+    name: str
+    summary: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[Output, argparse.Namespace, argparse.Namespace, list[str]], int]
+    tail: str = ""
+
+
+def host_parser(command: HostCommand, prog: str = PROG) -> argparse.ArgumentParser:
+    """The parser of a host command's arguments."""
+    parser = _parser(f"{prog} {command.name}", command.summary, parents=[_output_parent()])
+    command.arguments(parser)
+    parser.usage = f"{parser.prog} {synopsis(parser)} {command.tail}".rstrip()
+    return parser
+
+
+def _host_command(
+    out: Output, options: argparse.Namespace, command: HostCommand, words: list[str]
+) -> int:
+    tail: list[str] = []
+    if command.tail and "--" in words:
+        cut = words.index("--")
+        words, tail = words[:cut], words[cut + 1 :]
+    namespace = host_parser(command).parse_args(words)
+    _merge(options, namespace, out)
+    return command.run(out, options, namespace, tail)
+
+
+def _list_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", action="store_true", help="print only the names")
+
+
+def _list(out: Output, options: argparse.Namespace, args: argparse.Namespace, _: Any) -> int:
+    from ..discovery import list_domains
+
+    domains = list_domains(options.connect)
+    if out.json_mode:
+        out.json(domains)
+    elif args.name:
+        out.lines(d.name for d in domains)
+    else:
+        rows = [
+            [str(d.id) if d.id is not None else "-", d.name, d.state, _channel(d.agent_channel)]
+            for d in domains
+        ]
+        out.lines(table(["Id", "Name", "State", "Agent"], rows))
+    return exits.OK
+
+
+def _channel(channel: Any) -> str:
+    if channel is None:
+        return "no channel"
+    if not channel.held_by_libvirt:
+        return f"socket {channel.socket_path}"
+    return channel.state or "-"
+
+
+def _cp_arguments(parser: argparse.ArgumentParser) -> None:
+    agent_subcommands()["cp"].arguments(parser)
+
+
+def _cp(out: Output, options: argparse.Namespace, args: argparse.Namespace, _: Any) -> int:
+    remote = guest_path(args.source) or guest_path(args.destination)
+    if remote is None or not remote.domain:
+        raise UsageError("qga cp needs DOMAIN:/path on one side (or: qga DOMAIN cp :/path ...)")
+    options.domain_name = remote.domain
+    return _run(out, options, agent_subcommands()["cp"], args)
+
+
+def _fleet_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "targets", nargs="+", metavar="TARGET", help="domain names/UUIDs/IDs, or socket paths"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=16, metavar="N", help="targets at once (default 16)"
+    )
+
+
+def _fleet(
+    out: Output, options: argparse.Namespace, args: argparse.Namespace, tail: list[str]
+) -> int:
+    if not tail:
+        raise UsageError("fleet needs -- and a command after the targets (see qga fleet --help)")
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    name, rest = tail[0], tail[1:]
+    sub = _lookup(name)
+    if not sub.in_fleet:
+        raise UsageError(f"{name} does not run in a fleet")
+    namespace = subcommand_parser(sub, f"{PROG} fleet ... -- {name}").parse_args(rest)
+    _merge(options, namespace, out)
+
+    from ..client import DEFAULT_TIMEOUT
+    from ..operations.fleet import fleet_call
+
+    runner = sub.prepare(Context(out, options, in_fleet=True), namespace)
+    results = fleet_call(
+        args.targets,
+        runner,
+        max_workers=args.workers,
+        timeout=options.timeout or DEFAULT_TIMEOUT,
+        uri=options.connect,
+    )
+    reports, lines = [], []
+    for result in results:
+        outcome: Outcome | None = result.value
+        if outcome is not None:
+            code = outcome.exit_code
+            status, detail = ("ok" if code == 0 else f"exit {code}"), outcome.one_line()
+        else:
+            assert result.error is not None
+            code = exits.exit_code_for(result.error)
+            status, detail = "error", _one_line(str(result.error))
+        reports.append(
+            {
+                "target": result.target,
+                "ok": result.ok,
+                "exit_code": code,
+                "value": None if outcome is None else outcome.value,
+                "error_type": result.error_type,
+                "error_message": result.error_message,
+                "duration": result.duration,
+            }
+        )
+        lines.append((result.target, status, detail))
+    if out.json_mode:
+        out.json(reports)
+    else:
+        width = max(len(target) for target, _, _ in lines)
+        out.lines(f"{t.ljust(width)}  {s.ljust(6)}  {d}".rstrip() for t, s, d in lines)
+    return exits.OK if all(r["exit_code"] == 0 for r in reports) else exits.PARTIAL
+
+
+def _completion_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("shell", choices=SHELLS)
+
+
+def _completion(out: Output, options: argparse.Namespace, args: argparse.Namespace, _: Any) -> int:
+    out.raw(render(args.shell, completion_words()).encode())
+    return exits.OK
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    return sorted({option for action in parser._actions for option in action.option_strings})
+
+
+def completion_words() -> Words:
+    """What the completion scripts complete, from the parsers themselves."""
+    subs = agent_subcommands()
+    return Words(
+        global_options=_option_strings(top_parser()),
+        host_commands=[(command.name, command.summary) for command in HOST_COMMANDS.values()],
+        agent_commands=[(name, sub.summary) for name, sub in subs.items()],
+        flags={name: _option_strings(subcommand_parser(sub, name)) for name, sub in subs.items()},
+    )
+
+
+def _help_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("command", nargs="?", metavar="COMMAND")
+
+
+def _help_command(
+    out: Output, options: argparse.Namespace, args: argparse.Namespace, _: Any
+) -> int:
+    return _help(out, args.command)
+
+
+def _help(out: Output, name: str | None) -> int:
+    if name is None:
+        parser = top_parser()
+        parser.epilog = _epilog()  # only now: it lists every command
+        text = parser.format_help()
+    elif name in HOST_COMMANDS:
+        text = host_parser(HOST_COMMANDS[name]).format_help()
+    else:
+        text = subcommand_parser(_lookup(name), f"{PROG} DOMAIN {name}").format_help()
+    out.raw(text.encode())
+    return exits.OK
+
+
+HOST_COMMANDS: Final[dict[str, HostCommand]] = {
+    command.name: command
+    for command in (
+        HostCommand(
+            "list", "Every domain, its state and its agent channel's state.", _list_arguments, _list
+        ),
+        HostCommand(
+            "cp",
+            "Copy a file: qga cp DOMAIN:/path LOCAL, or LOCAL DOMAIN:/path.",
+            _cp_arguments,
+            _cp,
+        ),
+        HostCommand(
+            "fleet",
+            "One command across many agents, one result line each.",
+            _fleet_arguments,
+            _fleet,
+            tail="-- COMMAND [ARGS]",
+        ),
+        HostCommand(
+            "completion",
+            "Print the bash or zsh completion script.",
+            _completion_arguments,
+            _completion,
+        ),
+        HostCommand("help", "Help on qga, or on one command.", _help_arguments, _help_command),
+    )
+}
+
+
+def _epilog() -> str:
+    def rows(pairs: Sequence[tuple[str, str]]) -> list[str]:
+        width = max(len(name) for name, _ in pairs)
+        return [f"  {name.ljust(width)}  {text}" for name, text in pairs]
+
+    subs = agent_subcommands()
+    helper_names = {helper.name for helper in HELPERS}
+    lines = ["commands of the host:"]
+    lines += rows([(c.name, c.summary) for c in HOST_COMMANDS.values()])
+    lines += ["", "helpers (after DOMAIN or --socket PATH):"]
+    lines += rows([(h.name, h.summary) for h in HELPERS])
+    lines += ["", "agent commands, one per QGA command (qga DOMAIN COMMAND --help):"]
+    lines += rows([(n, s.summary) for n, s in subs.items() if n not in helper_names])
+    lines += ["", "exit codes:"]
+    lines += rows(exits.EXIT_CODES)
+    return "\n".join(lines)
+
+
+# --- errors ---------------------------------------------------------------------------
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def _fail(out: Output, error: BaseException, state: _State) -> int:
+    if isinstance(error, UsageError):
+        code, message = exits.USAGE, f"error: {error}"
+    elif isinstance(error, KeyboardInterrupt):
+        code, message = exits.INTERRUPTED, "interrupted"
+    elif isinstance(error, GuestAgentError):
+        code, message = exits.exit_code_for(error), f"error: {error}"
+    elif isinstance(error, OSError):
+        code, message = exits.FAILURE, f"error: {error}"
+    else:
+        code = exits.FAILURE
+        message = (
+            f"internal error: {type(error).__name__}: {error} "
+            "(run with --debug for the traceback, and please report it)"
+        )
+    if state.debug:
+        traceback.print_exception(error, file=sys.stderr)
+    if out.json_mode:
+        report: dict[str, Any] = {
+            "type": type(error).__name__,
+            "message": _one_line(str(error)),
+            "exit_code": code,
+        }
+        if isinstance(error, GuestAgentError):
+            report.update(code=error.code, target=error.target, command=error.command)
+        out.json({"error": report})
+    out.error(message)
+    return code
+
+
+def _main(args: list[str], out: Output, state: _State) -> int:
+    options = top_parser().parse_args(args)
+    out.json_mode = options.json
+    state.options = options
+    if options.debug:
+        logging.basicConfig(level=logging.DEBUG, format="qga: debug: %(name)s: %(message)s")
+    words: list[str] = options.words
+    if options.help:
+        return _help(out, None)
+    if options.socket is not None and options.domain is not None:
+        raise UsageError("give --socket or a domain, not both")
+    if options.socket is None and options.domain is None:
+        if not words:
+            raise UsageError("no command given (see qga --help)")
+        if words[0] in HOST_COMMANDS:
+            return _host_command(out, options, HOST_COMMANDS[words[0]], words[1:])
+        if words[0].startswith("-"):
+            raise UsageError(f"unknown option {words[0]} (see qga --help)")
+        options.domain = words.pop(0)
+    options.domain_name = options.domain
+    if not words:
+        where = options.domain_name or options.socket
+        raise UsageError(f"no command given for {where} (see qga --help)")
+    return _agent_command(out, options, words)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``qga`` with ``argv`` (default: the process's); returns the exit status."""
+    out = Output(json_mode=False)
+    state = _State()
+    try:
+        code = _main(list(sys.argv[1:] if argv is None else argv), out, state)
+        out.flush()
+    except SystemExit as exc:  # --help and --version print and exit through argparse
+        return exc.code if isinstance(exc.code, int) else exits.USAGE
+    except BrokenPipeError:
+        # The reader went away (qga list | head -1): nothing more can be said to it.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return exits.FAILURE
+    except (Exception, KeyboardInterrupt) as exc:
+        return _fail(out, exc, state)
+    return code

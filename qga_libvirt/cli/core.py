@@ -1,0 +1,110 @@
+"""The shapes every ``qga`` subcommand shares: what it is given, what it gives back."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..commands import Command
+from .output import Output, human_lines, one_line
+
+if TYPE_CHECKING:
+    from ..client import GuestAgent
+
+__all__ = ["Context", "Outcome", "Prepare", "Runner", "Subcommand", "no_arguments"]
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a subcommand may use besides its own arguments."""
+
+    out: Output
+    options: argparse.Namespace
+    in_fleet: bool = False
+
+    @property
+    def timeout(self) -> float | None:
+        """``--timeout``, when given."""
+        value: float | None = self.options.timeout
+        return value
+
+    @property
+    def progress_allowed(self) -> bool:
+        """A progress bar may be drawn: stderr is a terminal, no ``--json``, no fleet."""
+        return not (self.out.json_mode or self.in_fleet) and self.out.stderr_is_terminal()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a subcommand gives back, for ``--json``, for people, and for a fleet line.
+
+    Attributes:
+        value: the result; ``--json`` prints it (see :func:`~.output.to_json`).
+        text: lines for people; None renders ``value`` generically.
+        stdout, stderr: bytes written as they are, for people (``exec``).
+        summary: the one-line form in ``fleet``; None derives it from ``value``.
+        messages: lines for stderr (warnings), written in every mode.
+        exit_code: qga's exit status.
+    """
+
+    value: Any = None
+    text: Sequence[str] | None = None
+    stdout: bytes = b""
+    stderr: bytes = b""
+    summary: str | None = None
+    messages: tuple[str, ...] = ()
+    exit_code: int = 0
+
+    def show(self, out: Output) -> None:
+        """Write the outcome: JSON or text on stdout, raw bytes, messages on stderr."""
+        if out.json_mode:
+            out.json(self.value)
+        else:
+            out.lines(human_lines(self.value) if self.text is None else self.text)
+            if self.stdout:
+                out.raw(self.stdout)
+            if self.stderr:
+                out.raw(self.stderr, error=True)
+        for message in self.messages:
+            out.error(message)
+
+    def one_line(self) -> str:
+        """The outcome in one line."""
+        return self.summary if self.summary is not None else one_line(self.value)
+
+
+Runner = Callable[["GuestAgent"], Outcome]
+"""Does the work against one agent (once, or per target in a fleet)."""
+
+Prepare = Callable[[Context, argparse.Namespace], Runner]
+"""Checks the arguments and reads what is read once (stdin, files, a password), then
+gives the runner."""
+
+
+def no_arguments(parser: argparse.ArgumentParser) -> None:
+    """For subcommands that take no arguments of their own."""
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """One subcommand that talks to an agent.
+
+    Attributes:
+        name: as typed after the target.
+        summary: one line for the command list.
+        prepare: see :data:`Prepare`.
+        arguments: adds the subcommand's own arguments to its parser.
+        runs: the declarations it runs (for the docs).
+        description: the longer help; the summary when empty.
+        in_fleet: whether ``fleet`` may run it across targets.
+    """
+
+    name: str
+    summary: str
+    prepare: Prepare
+    arguments: Callable[[argparse.ArgumentParser], None] = no_arguments
+    runs: tuple[Command[Any, Any], ...] = field(default=())
+    description: str = ""
+    in_fleet: bool = True

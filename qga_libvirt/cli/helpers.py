@@ -1,0 +1,582 @@
+"""The helpers: short names for what people do most, with output made for people.
+
+The views (``info``, ``osinfo``, ``ifaddr``, ``fsinfo``, ``users``) run one declared
+command each: their ``--json`` is that command's, only the text differs. A helper whose
+name is a declared command's subcommand name (``info``, ``exec``) takes its place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import subprocess
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..commands import Command, Commands
+from ..models import AgentInfo, FilesystemInfo, NetworkInterface, User
+from ..operations.freeze import FREEZE_TIMEOUT
+from ..operations.run import OUTPUT_LIMIT, RunResult
+from . import exits
+from .core import Context, Outcome, Runner, Subcommand
+from .inputs import UsageError, read_bytes, read_lines, read_secret, stdin_is_piped
+from .output import Progress, human_size, one_line, table
+
+if TYPE_CHECKING:
+    from ..client import GuestAgent
+
+__all__ = ["HELPERS", "GuestPath", "guest_path", "parse_copy"]
+
+
+# --- views ----------------------------------------------------------------------------
+
+
+def _view(
+    name: str,
+    summary: str,
+    command: Command[Any, Any],
+    text: Callable[[Any], Sequence[str]] | None = None,
+) -> Subcommand:
+    """A helper that runs ``command`` and shows its reply with ``text(value)``."""
+
+    def prepare(ctx: Context, namespace: argparse.Namespace) -> Runner:
+        def run(agent: GuestAgent) -> Outcome:
+            value = getattr(agent, command.method)()
+            return Outcome(value, text=None if text is None else text(value))
+
+        return run
+
+    return Subcommand(name, summary, prepare, runs=(command,))
+
+
+def _info_text(info: AgentInfo) -> list[str]:
+    rows = [
+        [c.name, "yes" if c.enabled else "no", "yes" if c.success_response else "no"]
+        for c in info.supported_commands
+    ]
+    return [f"version: {info.version}", *table(["Command", "Enabled", "Replies"], rows)]
+
+
+def _ifaddr_text(interfaces: list[NetworkInterface]) -> list[str]:
+    rows = []
+    for iface in interfaces:
+        first = [iface.name, iface.hardware_address or "-"]
+        for address in iface.ip_addresses or []:
+            protocol = str(address.ip_address_type.value)
+            rows.append([*first, protocol, f"{address.ip_address}/{address.prefix}"])
+            first = ["-", "-"]
+        if first[0] != "-":
+            rows.append([*first, "-", "-"])
+    return table(["Name", "MAC address", "Protocol", "Address"], rows)
+
+
+def _fsinfo_text(filesystems: list[FilesystemInfo]) -> list[str]:
+    rows = []
+    for fs in filesystems:
+        total, used = fs.total_bytes, fs.used_bytes
+        share = f"{100 * used / total:.0f}%" if total and used is not None else "-"
+        rows.append([fs.mountpoint, fs.type, fs.name, human_size(total), human_size(used), share])
+    return table(["Mountpoint", "Type", "Device", "Size", "Used", "Use%"], rows)
+
+
+def _users_text(users: list[User]) -> list[str]:
+    rows = [
+        [
+            u.user,
+            u.domain or "-",
+            datetime.datetime.fromtimestamp(u.login_time).isoformat(" ", "seconds"),
+        ]
+        for u in users
+    ]
+    return table(["User", "Domain", "Login time"], rows)
+
+
+# --- exec and shell -------------------------------------------------------------------
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-e",
+        "--env",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="environment of the process (replaces the agent's whole environment)",
+    )
+    parser.add_argument(
+        "-n",
+        "--no-stdin",
+        action="store_true",
+        help="do not pass qga's stdin to the process (it is passed when piped)",
+    )
+
+
+def _environment(items: Sequence[str]) -> dict[str, str] | None:
+    env = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--env {item!r} is not KEY=VALUE")
+        env[key] = value
+    return env or None
+
+
+def _stdin_data(ctx: Context, namespace: argparse.Namespace) -> bytes | None:
+    if namespace.no_stdin or ctx.in_fleet or not stdin_is_piped():
+        return None
+    return read_bytes("-") or None
+
+
+def _run_outcome(result: RunResult) -> Outcome:
+    """The outcome of a finished guest process: its output as it is, its status as ours."""
+    if result.exitcode is not None:
+        code = result.exitcode
+    elif result.signal is not None:
+        code = exits.SIGNAL_BASE + result.signal
+    else:
+        code = exits.FAILURE
+    messages = tuple(
+        f"warning: the process's {stream} was cut at {human_size(OUTPUT_LIMIT)}"
+        for stream, cut in (
+            ("stdout", result.stdout_truncated),
+            ("stderr", result.stderr_truncated),
+        )
+        if cut
+    )
+    return Outcome(
+        result,
+        text=(),
+        stdout=result.stdout,
+        stderr=result.stderr,
+        summary=one_line(result.stdout_text()),
+        messages=messages,
+        exit_code=code,
+    )
+
+
+def _exec_arguments(parser: argparse.ArgumentParser) -> None:
+    _run_arguments(parser)
+    parser.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="start the process and print its pid (see exec-status) instead of waiting",
+    )
+    parser.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARG...]")
+
+
+def _prepare_exec(ctx: Context, namespace: argparse.Namespace) -> Runner:
+    argv = list(namespace.argv)
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    if not argv:
+        raise UsageError("exec needs the program to run: qga DOMAIN exec -- PROGRAM [ARG...]")
+    env = _environment(namespace.env)
+    data = _stdin_data(ctx, namespace)
+    if namespace.no_wait:
+
+        def start(agent: GuestAgent) -> Outcome:
+            pid = agent.exec(argv[0], argv[1:], env=env, input=data, capture_output=True)
+            return Outcome(pid)
+
+        return start
+
+    def run(agent: GuestAgent) -> Outcome:
+        return _run_outcome(agent.run(argv, input=data, env=env, timeout=ctx.timeout))
+
+    return run
+
+
+def _shell_arguments(parser: argparse.ArgumentParser) -> None:
+    _run_arguments(parser)
+    parser.add_argument("script", metavar="CMD", help="a shell command line, run by /bin/sh -c")
+
+
+def _prepare_shell(ctx: Context, namespace: argparse.Namespace) -> Runner:
+    env = _environment(namespace.env)
+    data = _stdin_data(ctx, namespace)
+
+    def run(agent: GuestAgent) -> Outcome:
+        script = namespace.script
+        return _run_outcome(agent.run_shell(script, input=data, env=env, timeout=ctx.timeout))
+
+    return run
+
+
+# --- cp -------------------------------------------------------------------------------
+
+_REMOTE = re.compile(r"^([^/:]*):(.*)$")
+
+
+class GuestPath(tuple[str, str]):
+    """``DOMAIN:/path`` split: the domain ('' for ``:/path``) and the path."""
+
+    @property
+    def domain(self) -> str:
+        return self[0]
+
+    @property
+    def path(self) -> str:
+        return self[1]
+
+
+def guest_path(spec: str) -> GuestPath | None:
+    """``web1:/etc/hosts`` -> ('web1', '/etc/hosts'); a local path -> None.
+
+    A colon before any slash marks the guest side (as scp): write ``./a:b`` for a
+    local file whose name has a colon.
+    """
+    found = _REMOTE.match(spec)
+    if found is None or not found.group(2):
+        return None
+    return GuestPath((found.group(1), found.group(2)))
+
+
+def parse_copy(source: str, destination: str) -> tuple[GuestPath, str, bool]:
+    """(guest side, local side, whether the copy is a download).
+
+    Raises:
+        UsageError: both sides or neither are in the guest.
+    """
+    src, dst = guest_path(source), guest_path(destination)
+    if src is not None and dst is not None:
+        raise UsageError("cp copies between the host and one guest: one side must be local")
+    if src is not None:
+        return src, destination, True
+    if dst is not None:
+        return dst, source, False
+    raise UsageError("cp needs a guest side, DOMAIN:/path (or :/path after the domain)")
+
+
+def _cp_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", metavar="SRC", help="DOMAIN:/path, :/path, or a local path")
+    parser.add_argument("destination", metavar="DST", help="as SRC; one side local")
+
+
+def _prepare_cp(ctx: Context, namespace: argparse.Namespace) -> Runner:
+    remote, local, download = parse_copy(namespace.source, namespace.destination)
+    domain = ctx.options.domain_name
+    if remote.domain and remote.domain != domain:
+        where = f"domain '{domain}'" if domain else "a socket"
+        raise UsageError(
+            f"cp on {where} was given a path on '{remote.domain}': write :{remote.path} "
+            "(or qga cp DOMAIN:/path ...)"
+        )
+    source, destination = (remote.path, local) if download else (local, remote.path)
+
+    def run(agent: GuestAgent) -> Outcome:
+        target = destination
+        if download and os.path.isdir(target):
+            target = os.path.join(target, os.path.basename(source.rstrip("/\\")))
+        elif not download and target.endswith(("/", "\\")):
+            target += os.path.basename(source)
+        progress = Progress(ctx.out, os.path.basename(source)) if ctx.progress_allowed else None
+        try:
+            if download:
+                count = agent.download(source, target, progress=progress)
+            else:
+                count = agent.upload(source, target, progress=progress)
+        finally:
+            if progress is not None:
+                progress.finish()
+        return Outcome(
+            {"source": source, "destination": target, "bytes": count, "download": download},
+            text=(),
+        )
+
+    return run
+
+
+# --- freeze ---------------------------------------------------------------------------
+
+
+def _freeze_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-m",
+        "--mountpoint",
+        dest="mountpoints",
+        action="append",
+        metavar="PATH",
+        help="freeze only this mount point (repeat for more; default: all)",
+    )
+    parser.add_argument(
+        "--thaw-after",
+        type=float,
+        metavar="SECONDS",
+        default=FREEZE_TIMEOUT,
+        help=f"thaw after this long even if the host command still runs "
+        f"(default {FREEZE_TIMEOUT:g}; the command's result then counts as failed)",
+    )
+    parser.add_argument("host_command", nargs=argparse.REMAINDER, metavar="-- HOST_COMMAND")
+
+
+def _run_host(argv: Sequence[str]) -> tuple[int, tuple[str, ...]]:
+    """Run a command on the host; (exit status as a shell gives it, error lines)."""
+    try:
+        status = subprocess.run(argv, check=False).returncode
+    except FileNotFoundError:
+        return exits.NOT_FOUND, (f"error: {argv[0]}: command not found on the host",)
+    except PermissionError:
+        return exits.CANNOT_RUN, (f"error: {argv[0]}: permission denied",)
+    except OSError as exc:
+        return exits.CANNOT_RUN, (f"error: {argv[0]}: {exc.strerror or exc}",)
+    if status < 0:
+        return exits.SIGNAL_BASE - status, ()
+    return status, ()
+
+
+def _prepare_freeze(ctx: Context, namespace: argparse.Namespace) -> Runner:
+    argv = list(namespace.host_command)
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    if not argv:
+        raise UsageError(
+            "freeze needs the host command to run while frozen: qga DOMAIN freeze -- CMD"
+        )
+    mountpoints = namespace.mountpoints
+
+    def run(agent: GuestAgent) -> Outcome:
+        with agent.frozen(mountpoints, timeout=namespace.thaw_after) as count:
+            status, messages = _run_host(argv)
+        return Outcome(
+            {"frozen": count, "exit_code": status},
+            text=(),
+            messages=messages,
+            exit_code=status,
+        )
+
+    return run
+
+
+# --- power ----------------------------------------------------------------------------
+
+
+def _power(name: str, summary: str) -> Subcommand:
+    """reboot, poweroff, halt: the agent's shutdown, optionally waited for."""
+
+    def arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--wait",
+            type=float,
+            metavar="SECONDS",
+            help="then wait up to this long for the guest to go down"
+            + (" and its agent to answer again" if name == "reboot" else ""),
+        )
+
+    def prepare(ctx: Context, namespace: argparse.Namespace) -> Runner:
+        def run(agent: GuestAgent) -> Outcome:
+            getattr(agent, name)(wait=namespace.wait)
+            return Outcome()
+
+        return run
+
+    return Subcommand(name, summary, prepare, arguments, runs=(Commands.shutdown,))
+
+
+# --- the rest -------------------------------------------------------------------------
+
+
+def _prepare_wait(ctx: Context, namespace: argparse.Namespace) -> Runner:
+    if ctx.options.socket is None and not ctx.in_fleet:
+        from ..discovery import start_event_loop
+
+        start_event_loop()  # wakes on libvirt's agent-connected event: before connecting
+    seconds = ctx.timeout or 60.0
+
+    def run(agent: GuestAgent) -> Outcome:
+        agent.wait_for_agent(seconds)
+        return Outcome()
+
+    return run
+
+
+def _passwd_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("user", metavar="USER")
+    parser.add_argument(
+        "--crypted", action="store_true", help="the input is already a crypt(3) hash"
+    )
+
+
+def _prepare_passwd(ctx: Context, namespace: argparse.Namespace) -> Runner:
+    password = read_secret(f"New password for {namespace.user}: ")
+
+    def run(agent: GuestAgent) -> Outcome:
+        agent.set_user_password(namespace.user, password, namespace.crypted)
+        return Outcome()
+
+    return run
+
+
+def _ssh_keys_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("list", "add", "remove"))
+    parser.add_argument("user", metavar="USER")
+    parser.add_argument(
+        "keys", nargs="*", metavar="KEY", help="public keys (default: read from stdin, one a line)"
+    )
+    parser.add_argument("--reset", action="store_true", help="add: replace all existing keys")
+
+
+def _prepare_ssh_keys(ctx: Context, namespace: argparse.Namespace) -> Runner:
+    action, user = namespace.action, namespace.user
+    keys = list(namespace.keys)
+    if action == "list":
+        if keys or namespace.reset:
+            raise UsageError("ssh-keys list takes only USER")
+
+        def list_keys(agent: GuestAgent) -> Outcome:
+            found = agent.ssh_get_authorized_keys(user)
+            return Outcome(found, text=found, summary=f"{len(found)} keys")
+
+        return list_keys
+    keys = keys or read_lines()
+    if not keys:
+        raise UsageError(f"ssh-keys {action} needs keys: as arguments, or one a line on stdin")
+    if namespace.reset and action != "add":
+        raise UsageError("--reset goes with ssh-keys add")
+
+    def change(agent: GuestAgent) -> Outcome:
+        if action == "add":
+            agent.ssh_add_authorized_keys(user, keys, namespace.reset)
+        else:
+            agent.ssh_remove_authorized_keys(user, keys)
+        return Outcome()
+
+    return change
+
+
+def _call_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "wire", metavar="COMMAND", help=f"a wire name, e.g. {Commands.get_time.wire}"
+    )
+    parser.add_argument(
+        "arguments",
+        nargs="?",
+        metavar="JSON",
+        help="its arguments, e.g. '{\"id\": 1}'; - for stdin",
+    )
+
+
+def _prepare_call(ctx: Context, namespace: argparse.Namespace) -> Runner:
+    arguments: dict[str, Any] | None = None
+    if namespace.arguments is not None:
+        text = read_bytes("-").decode() if namespace.arguments == "-" else namespace.arguments
+        try:
+            arguments = json.loads(text)
+        except ValueError as exc:
+            raise UsageError(f"the arguments are not JSON: {exc}") from None
+        if not isinstance(arguments, dict):
+            raise UsageError("the arguments must be a JSON object")
+
+    def run(agent: GuestAgent) -> Outcome:
+        value = agent.call(namespace.wire, arguments)
+        return Outcome(value, text=json.dumps(value, indent=2, ensure_ascii=False).splitlines())
+
+    return run
+
+
+HELPERS: tuple[Subcommand, ...] = (
+    _view(
+        "info",
+        "The agent's version and its commands (enabled, replying).",
+        Commands.info,
+        _info_text,
+    ),
+    _view("osinfo", "The guest's operating system and kernel.", Commands.get_osinfo),
+    _view(
+        "ifaddr",
+        "The guest's interfaces and addresses, as a table.",
+        Commands.network_get_interfaces,
+        _ifaddr_text,
+    ),
+    _view(
+        "fsinfo",
+        "The guest's filesystems with their sizes, as a table.",
+        Commands.get_fsinfo,
+        _fsinfo_text,
+    ),
+    _view("users", "Who is logged in to the guest.", Commands.get_users, _users_text),
+    Subcommand(
+        "exec",
+        "Run a program in the guest: its output as it is, its exit status as qga's.",
+        _prepare_exec,
+        _exec_arguments,
+        runs=(Commands.exec, Commands.exec_status),
+        description=(
+            "Run PROGRAM with its arguments in the guest and wait for it (--timeout "
+            "bounds the wait). Its stdout and stderr are written as they are, bytes; its "
+            "exit status becomes qga's (128+N when a signal N killed it). qga's stdin is "
+            "passed to it when piped. With --no-wait, prints the pid (then exec-status)."
+        ),
+    ),
+    Subcommand(
+        "shell",
+        "Run a shell command line in the guest, as exec does.",
+        _prepare_shell,
+        _shell_arguments,
+        runs=(Commands.exec, Commands.exec_status),
+    ),
+    Subcommand(
+        "cp",
+        "Copy a file between the host and the guest: cp DOMAIN:/path LOCAL or back.",
+        _prepare_cp,
+        _cp_arguments,
+        runs=(Commands.file_open, Commands.file_read, Commands.file_write, Commands.file_close),
+        description=(
+            "Copy one file between the host and a guest, either way, streamed in chunks "
+            "sized for the backend. The guest side is DOMAIN:/path (`qga cp`) or :/path "
+            "(`qga DOMAIN cp`). A local directory as destination keeps the file's name, so "
+            "does a guest destination ending in /. A progress bar is drawn on a terminal. "
+            "A failed download leaves no partial file."
+        ),
+        in_fleet=False,
+    ),
+    Subcommand(
+        "freeze",
+        "Freeze the guest's filesystems while a host command runs (e.g. a snapshot).",
+        _prepare_freeze,
+        _freeze_arguments,
+        runs=(Commands.fsfreeze_freeze_list, Commands.fsfreeze_thaw),
+        description=(
+            "Freeze the guest's filesystems (or those at --mountpoint), run HOST_COMMAND "
+            "on the host, and thaw them whatever happens (failure, Ctrl-C). The host "
+            "command's exit status becomes qga's."
+        ),
+        in_fleet=False,
+    ),
+    _power("reboot", "Reboot the guest (--wait: until its agent answers again)."),
+    _power("poweroff", "Power the guest off (--wait: until it is off)."),
+    _power("halt", "Halt the guest's OS, the VM staying on (--wait: until it is down)."),
+    Subcommand(
+        "wait",
+        "Wait until the agent answers (--timeout, default 60 s).",
+        _prepare_wait,
+        runs=(Commands.ping,),
+    ),
+    Subcommand(
+        "passwd",
+        "Set a guest user's password, read from the terminal or stdin (never argv).",
+        _prepare_passwd,
+        _passwd_arguments,
+        runs=(Commands.set_user_password,),
+    ),
+    Subcommand(
+        "ssh-keys",
+        "List, add or remove a guest user's SSH authorized keys.",
+        _prepare_ssh_keys,
+        _ssh_keys_arguments,
+        runs=(
+            Commands.ssh_get_authorized_keys,
+            Commands.ssh_add_authorized_keys,
+            Commands.ssh_remove_authorized_keys,
+        ),
+    ),
+    Subcommand(
+        "call",
+        "Run any command by wire name with JSON arguments; prints the raw reply.",
+        _prepare_call,
+        _call_arguments,
+    ),
+)
+"""Every helper, in the order of ``qga --help``."""
