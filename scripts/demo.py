@@ -2,8 +2,8 @@
 
 Run by `make demo` (which installs what is missing first). Starts libvirtd if needed,
 builds the tiny guest from this machine's packages (cached), boots the transient domain
-`qga-demo` (or reuses it), and shows the library at work. The domain is left running:
-`virsh destroy qga-demo` removes it.
+`qga-demo` (or reuses it), and shows the library and the `qga` command at work. The
+domain is left running: `virsh destroy qga-demo` removes it.
 """
 
 from __future__ import annotations
@@ -77,6 +77,11 @@ def main() -> int:
     agent.write_file("/mnt/data/hello.txt", b"written from the host\n")
     print("\n$ agent.read_file('/mnt/data/hello.txt')")
     print(f"  {agent.read_file('/mnt/data/hello.txt')!r}")
+    qga = str(Path(sys.executable).parent / "qga")
+    for argv in (["list"], [NAME, "ifaddr"], [NAME, "exec", "--", "/bin/echo", "hi"]):
+        print(f"\n$ qga {' '.join(argv)}")
+        sys.stdout.flush()
+        subprocess.run([qga, *argv], check=True)
     print(f"\nThe domain {NAME} is left running. Remove it with: virsh destroy {NAME}")
     return 0
 
