@@ -227,27 +227,26 @@ class GuestAgent(FileOps, RunOps, FreezeOps, PowerOps, CredentialOps):
         return value
 
     def _error(self, command: str, reply: Reply) -> AgentCommandError:
-        assert reply.error_class is not None
-        assert reply.desc is not None
+        error_class, desc = reply.error_class, reply.desc
+        assert error_class is not None
+        assert desc is not None
         version = None
-        if reply.error_class == "CommandNotFound" and command != Commands.info.wire:
+        if error_class == "CommandNotFound" and command != Commands.info.wire:
             version = self._version_for_message()
-        error = agent_error(
-            reply.error_class,
-            reply.desc,
-            target=self.target,
-            command=command,
-            agent_version=version,
-        )
-        if type(error) is CommandDisabledError and self._frozen_now(command):
-            error = agent_error(
-                reply.error_class,
-                reply.desc,
+
+        def typed(frozen: bool = False) -> AgentCommandError:
+            return agent_error(
+                error_class,
+                desc,
                 target=self.target,
                 command=command,
                 agent_version=version,
-                frozen=True,
+                frozen=frozen,
             )
+
+        error = typed()
+        if type(error) is CommandDisabledError and self._frozen_now(command):
+            error = typed(frozen=True)
         return error
 
     def _frozen_now(self, refused: str) -> bool:

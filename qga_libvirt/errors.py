@@ -99,6 +99,9 @@ class GuestAgentError(Exception):
         is_unreachable: True when the agent could not be reached at all.
         target: what was being talked to, e.g. ``"socket /run/qga.sock"``, ``"domain 'web1'"``.
         command: the wire name of the command being run, when there was one.
+
+    ``cause``: an error this one reports (e.g. what stopped a transfer); its ``code`` and
+    ``is_unreachable`` become this one's. Raise it ``from`` the cause as well.
     """
 
     code: int = ERR_CANNOT_READ
@@ -111,12 +114,17 @@ class GuestAgentError(Exception):
         target: str | None = None,
         command: str | None = None,
         is_unreachable: bool | None = None,
+        cause: GuestAgentError | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.target = target
         self.command = command
-        self.is_unreachable = self.default_unreachable if is_unreachable is None else is_unreachable
+        if is_unreachable is None:
+            is_unreachable = self.default_unreachable if cause is None else cause.is_unreachable
+        self.is_unreachable: bool = is_unreachable
+        if cause is not None:  # an error that reports another keeps its code
+            self.code = cause.code
 
     def __str__(self) -> str:
         return self.message
@@ -214,14 +222,9 @@ class TransferError(GuestAgentError):
         transferred: int,
         total: int | None,
         path: str,
-        cause: GuestAgentError | None = None,
         **kwargs: Any,
     ) -> None:
-        if cause is not None:
-            kwargs.setdefault("is_unreachable", cause.is_unreachable)
         super().__init__(message, **kwargs)
-        if cause is not None:
-            self.code = cause.code
         self.transferred = transferred
         self.total = total
         self.path = path
@@ -359,14 +362,9 @@ class OutputLostError(GuestAgentError):
         pid: int,
         guest_files: Sequence[str] = (),
         certain: bool = True,
-        cause: GuestAgentError | None = None,
         **kwargs: Any,
     ) -> None:
-        if cause is not None:
-            kwargs.setdefault("is_unreachable", cause.is_unreachable)
         super().__init__(message, **kwargs)
-        if cause is not None:
-            self.code = cause.code
         self.pid = pid
         self.guest_files = tuple(guest_files)
         self.certain = certain
@@ -396,14 +394,8 @@ class ThawError(GuestAgentError):
         attempts: how many thaws were tried.
     """
 
-    def __init__(
-        self, message: str, *, attempts: int, cause: GuestAgentError | None = None, **kwargs: Any
-    ) -> None:
-        if cause is not None:
-            kwargs.setdefault("is_unreachable", cause.is_unreachable)
+    def __init__(self, message: str, *, attempts: int, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
-        if cause is not None:
-            self.code = cause.code
         self.attempts = attempts
 
 

@@ -115,38 +115,19 @@ class SocketTransport:
         reused = sock is not None
         if sock is None or poller is None:
             sock, poller = self._ensure_connected(request.command, timeout)
-        data = self._conversation.send(request.command, request.arguments, replies=request.replies)
+        writing = True
         try:
             try:
-                sent = sock.send(data)
-            except BlockingIOError:
-                sent = 0
-            if sent != len(data):  # a short write: finish it, bounded by the deadline
-                self._send(sock, poller, data[sent:], deadline)
-        except (BrokenPipeError, ConnectionResetError) as exc:
-            # A unix socket whose peer is gone fails the first write with nothing
-            # delivered: the agent or VM restarted since the last call. Reconnect once.
-            self._disconnect()
-            if not reused or self.path is None:
-                raise self._lost(request.command, exc, writing=True) from exc
-            sock, poller = self._ensure_connected(request.command, timeout)
-            data = self._conversation.send(
-                request.command, request.arguments, replies=request.replies
-            )
-            try:
-                self._send(sock, poller, data, deadline)
-            except OSError as again:
-                self._conversation.abandon()
+                self._write(sock, poller, request, deadline)
+            except (BrokenPipeError, ConnectionResetError):
+                # A unix socket whose peer is gone fails the first write with nothing
+                # delivered: the agent or VM restarted since the last call. Reconnect once.
+                if not reused or self.path is None:
+                    raise
                 self._disconnect()
-                raise self._lost(request.command, again, writing=True) from again
-        except TimeoutError as exc:
-            self._conversation.abandon()
-            raise self._timeout(request.command, timeout) from exc
-        except OSError as exc:
-            self._conversation.abandon()
-            self._disconnect()
-            raise self._lost(request.command, exc, writing=True) from exc
-        try:
+                sock, poller = self._ensure_connected(request.command, timeout)
+                self._write(sock, poller, request, deadline)
+            writing = False
             return self._receive(sock, poller, deadline)
         except TimeoutError as exc:
             self._conversation.abandon()
@@ -154,10 +135,21 @@ class SocketTransport:
         except OSError as exc:
             self._conversation.abandon()
             self._disconnect()
-            raise self._lost(request.command, exc, writing=False) from exc
+            raise self._lost(request.command, exc, writing=writing) from exc
         except GuestAgentError as exc:
             exc.target, exc.command = self._target, request.command
             raise
+
+    def _write(
+        self, sock: socket.socket, poller: select.poll, request: Request, deadline: float
+    ) -> None:
+        data = self._conversation.send(request.command, request.arguments, replies=request.replies)
+        try:
+            sent = sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent != len(data):  # a short write: finish it, bounded by the deadline
+            self._send(sock, poller, data[sent:], deadline)
 
     @staticmethod
     def _send(sock: socket.socket, poller: select.poll, data: bytes, deadline: float) -> None:
