@@ -33,6 +33,7 @@ import shutil
 import subprocess
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -308,6 +309,15 @@ def _prepare(
     return ddir, xml
 
 
+def _submit(ddir: Path, create: Callable[[], libvirt.virDomain]) -> libvirt.virDomain:
+    """Hand the domain to libvirt; if it refuses, remove the per-domain dir again."""
+    try:
+        return create()
+    except BaseException:
+        shutil.rmtree(ddir, ignore_errors=True)
+        raise
+
+
 def start(
     conn: libvirt.virConnect,
     name: str,
@@ -339,11 +349,7 @@ def start(
     ddir, xml = _prepare(
         conn, name, image, agent, data_disk, memory_mib, socket_path, nic, extra_cmdline, state_dir
     )
-    try:
-        return conn.createXML(xml, 0)
-    except BaseException:
-        shutil.rmtree(ddir, ignore_errors=True)
-        raise
+    return _submit(ddir, lambda: conn.createXML(xml, 0))
 
 
 def define(
@@ -369,11 +375,7 @@ def define(
     ddir, xml = _prepare(
         conn, name, image, agent, data_disk, memory_mib, socket_path, nic, extra_cmdline, state_dir
     )
-    try:
-        return conn.defineXML(xml)
-    except BaseException:
-        shutil.rmtree(ddir, ignore_errors=True)
-        raise
+    return _submit(ddir, lambda: conn.defineXML(xml))
 
 
 def destroy(conn: libvirt.virConnect, name: str, *, state_dir: Path | None = None) -> None:
