@@ -26,7 +26,7 @@ import libvirt
 from lxml import etree
 from pydantic import BaseModel, ConfigDict
 
-from .errors import DomainNotFoundError, LibvirtConnectionError, LibvirtError
+from .errors import DomainNotFoundError, Hint, LibvirtConnectionError, LibvirtError, Remedy
 
 __all__ = [
     "AGENT_CHANNEL_NAME",
@@ -195,10 +195,16 @@ def lookup_domain(conn: Any, domain: str | int) -> Any:
                     target=f"domain '{text}'",
                 ) from exc
             last = exc
+    uri = conn.getURI()
     raise DomainNotFoundError(
-        f"domain '{text}' not found on {conn.getURI()}: check the name with "
-        "`virsh list --all` (or `qga list`), or pass uri= for another hypervisor",
+        f"domain '{text}' not found on {uri}",
         target=f"domain '{text}'",
+        hint=Hint(
+            Remedy.CHECK_DOMAIN,
+            "check the name with list_domains() (or `virsh list --all`), or pass uri= for "
+            "another hypervisor",
+            {"uri": uri},
+        ),
     ) from last
 
 

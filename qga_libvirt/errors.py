@@ -35,11 +35,18 @@
 Errors from below (OSError, json, libvirt) are never raised as they are: they become
 one of these, with the original kept as ``__cause__``. Every message says what is wrong
 and, where there is one, what to do about it.
+
+What to do is kept apart when it depends on who reads it: ``error.hint`` (a
+:class:`Hint`) names the remedy (a :class:`Remedy`) and gives the library's wording,
+which ``str(error)`` appends to ``error.message``; the ``qga`` command line words the
+same remedy in its own terms (``qga DOMAIN wait`` rather than ``wait_for_agent()``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 if TYPE_CHECKING:
@@ -67,10 +74,12 @@ __all__ = [
     "FreezeTimeoutError",
     "GuestAgentError",
     "GuestFrozenError",
+    "Hint",
     "LibvirtConnectionError",
     "LibvirtError",
     "OutputLostError",
     "ProtocolError",
+    "Remedy",
     "ReplyTooLargeError",
     "RequestTooLargeError",
     "ShutdownTimeoutError",
@@ -91,6 +100,48 @@ ERR_FROM_AGENT: Final = 1004
 """The agent answered with an error: see ``error_class`` and ``desc``."""
 
 
+class Remedy(enum.Enum):
+    """What can be done about an error, named once; each front end words it its own way.
+
+    The details a remedy needs are in :attr:`Hint.details` (named below).
+    """
+
+    CHECK_DOMAIN = "check-domain"
+    """The domain name may be wrong, or on another hypervisor (``uri``)."""
+    WAIT_FOR_AGENT = "wait-for-agent"
+    """The agent is not up yet: wait for it."""
+    USE_BACKEND = "use-backend"
+    """Reach the agent through another backend (``backend``: "socket" or "libvirt")."""
+    COLLECT = "collect"
+    """The process still runs: wait for it again, or kill it (``pid``)."""
+    CAPTURE_IN_FILES = "capture-in-files"
+    """The output is too large for the backend: capture it in guest files, or use the
+    socket backend."""
+    COLLECT_LATER = "collect-later"
+    """The output may still be with the agent: ask for it again later (``pid``)."""
+    READ_GUEST_FILES = "read-guest-files"
+    """The output is in guest files: read them, then remove them (``files``)."""
+    THAW = "thaw"
+    """The filesystems are still frozen: thaw them now (``target``)."""
+    LONGER_FREEZE = "longer-freeze"
+    """The frozen window was too short: allow more time, or do less while frozen."""
+
+
+@dataclass(frozen=True)
+class Hint:
+    """What to do about an error: the remedy, and the library's words for it.
+
+    Attributes:
+        action: the remedy, for front ends that word it themselves.
+        text: the library's wording (Python terms), appended to ``str(error)``.
+        details: what the remedy needs (see :class:`Remedy`).
+    """
+
+    action: Remedy
+    text: str
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
 class GuestAgentError(Exception):
     """Base of every error: something went wrong talking to a guest agent.
 
@@ -99,6 +150,8 @@ class GuestAgentError(Exception):
         is_unreachable: True when the agent could not be reached at all.
         target: what was being talked to, e.g. ``"socket /run/qga.sock"``, ``"domain 'web1'"``.
         command: the wire name of the command being run, when there was one.
+        message: what went wrong, without the hint.
+        hint: what to do about it, when that depends on the reader (see :class:`Hint`).
 
     ``cause``: an error this one reports (e.g. what stopped a transfer); its ``code`` and
     ``is_unreachable`` become this one's. Raise it ``from`` the cause as well.
@@ -115,9 +168,11 @@ class GuestAgentError(Exception):
         command: str | None = None,
         is_unreachable: bool | None = None,
         cause: GuestAgentError | None = None,
+        hint: Hint | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
+        self.hint = hint
         self.target = target
         self.command = command
         if is_unreachable is None:
@@ -127,7 +182,7 @@ class GuestAgentError(Exception):
             self.code = cause.code
 
     def __str__(self) -> str:
-        return self.message
+        return self.message if self.hint is None else f"{self.message}; {self.hint.text}"
 
 
 class AgentUnreachableError(GuestAgentError):

@@ -34,6 +34,7 @@ from .core import Context, Outcome, Subcommand
 from .derive import wire_subcommand
 from .helpers import HELPERS, guest_path
 from .inputs import UsageError
+from .messages import error_text
 from .output import Output, table
 
 if TYPE_CHECKING:
@@ -95,6 +96,7 @@ def _output_options(parser: argparse.ArgumentParser, *, after: bool) -> None:
     """--json, --debug, --timeout: before the command, or (``after``) among its arguments."""
     default = argparse.SUPPRESS if after else None
     parser.add_argument(
+        "-j",
         "--json",
         action="store_true",
         default=default or False,
@@ -111,8 +113,9 @@ def _output_options(parser: argparse.ArgumentParser, *, after: bool) -> None:
         type=_seconds,
         metavar="SECONDS",
         default=default,
-        help="seconds to wait for each reply (default 5); exec/shell: for the process; "
-        f"wait: in all (default {DEFAULT_WAIT:g})",
+        help="seconds to wait for each reply of the agent (default 5); exec, shell: how "
+        "long the process may run (default: as long as it takes); wait: how long to "
+        f"wait in all (default {DEFAULT_WAIT:g})",
     )
 
 
@@ -168,7 +171,7 @@ def subcommand_parser(sub: Subcommand, prog: str) -> argparse.ArgumentParser:
     return parser
 
 
-_OUTPUT_OPTIONS: Final = frozenset({"-h", "--help", "--json", "--debug", "--timeout"})
+_OUTPUT_OPTIONS: Final = frozenset({"-h", "--help", "-j", "--json", "--debug", "--timeout"})
 
 
 def synopsis(parser: argparse.ArgumentParser) -> str:
@@ -207,15 +210,37 @@ def agent_subcommands() -> dict[str, Subcommand]:
     return found
 
 
-def _lookup(name: str) -> Subcommand:
+ALIASES: Final[dict[str, str]] = {
+    "hostname": "get-host-name",
+    "network": "ifaddr",
+    "cpustats": "get-cpustats",
+    "timezone": "get-timezone",
+    "vcpus": "get-vcpus",
+    "disks": "get-disks",
+}
+"""Names people type from other guest-agent tools, and the command each one runs."""
+
+
+def _lookup(name: str, target: str | None = None) -> Subcommand:
+    """The subcommand called ``name`` (or an alias of it).
+
+    Raises:
+        UsageError: no such command; the message suggests the likely one (including
+            the virsh order, ``qga ping web1``, when ``target`` is a command's name).
+    """
     subs = agent_subcommands()
-    if name in subs:
-        return subs[name]
+    if name in subs or name in ALIASES:
+        return subs[ALIASES.get(name, name)]
     if name.startswith("-"):
         raise UsageError(f"{name} goes before the domain (see qga --help)")
-    close = difflib.get_close_matches(name, [*subs, *HOST_COMMANDS], n=3)
+    if target is not None and (target in subs or target in ALIASES):
+        raise UsageError(
+            f"unknown command {name}; did you mean `qga {name} {target}`? "
+            "(the domain comes first: qga DOMAIN COMMAND)"
+        )
+    close = difflib.get_close_matches(name, [*subs, *ALIASES, *HOST_COMMANDS], n=3)
     hint = f"; did you mean {' or '.join(close)}?" if close else "; see qga --help"
-    raise UsageError(f"unknown command {name!r}{hint}")
+    raise UsageError(f"unknown command {name}{hint}")
 
 
 # --- running --------------------------------------------------------------------------
@@ -238,6 +263,19 @@ def _merge(options: argparse.Namespace, given: argparse.Namespace, out: Output) 
         if key in vars(given):
             setattr(options, key, getattr(given, key))
     out.json_mode = options.json
+
+
+def _leading_options(out: Output, options: argparse.Namespace, words: list[str]) -> list[str]:
+    """--json, -j, --debug, --timeout typed between the target and the command count too."""
+    cut = 0
+    while cut < len(words) and words[cut] in _OUTPUT_OPTIONS - {"-h", "--help"}:
+        cut += 2 if words[cut] == "--timeout" else 1
+    if cut:
+        given, unknown = _output_parent().parse_known_args(words[:cut])
+        if unknown:
+            raise UsageError(f"--timeout needs SECONDS (see {PROG} --help)")
+        _merge(options, given, out)
+    return words[cut:]
 
 
 def _open_agent(options: argparse.Namespace) -> GuestAgent:
@@ -268,10 +306,13 @@ def _where(options: argparse.Namespace) -> str:
 
 
 def _agent_command(out: Output, options: argparse.Namespace, words: list[str]) -> int:
+    words = _leading_options(out, options, words)
+    if not words:
+        raise UsageError(f"no command given for {_where(options)} (see qga --help)")
     name, rest = words[0], words[1:]
-    if name in ("-h", "--help"):
-        return _help(out, None)
-    sub = _lookup(name)
+    if name in ("-h", "--help", "help"):
+        return _help(out, rest[0] if rest and name == "help" else None)
+    sub = _lookup(name, options.domain)
     namespace = subcommand_parser(sub, f"{PROG} {_where(options)} {name}").parse_args(rest)
     _merge(options, namespace, out)
     return _run(out, options, sub, namespace)
@@ -314,14 +355,49 @@ def _host_command(
     return command.run(out, options, namespace, tail)
 
 
+_STATE_FLAGS: Final = {
+    "running": ("running",),
+    "paused": ("paused", "pmsuspended"),
+    "shutoff": ("shut off",),
+    "other": ("no state", "blocked", "shutting down", "crashed"),
+}
+"""virsh's --state-X flags, and the states each one selects."""
+
+
+def _state_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    for flag, states in _STATE_FLAGS.items():
+        parser.add_argument(
+            f"--state-{flag}",
+            dest="states",
+            action="append_const",
+            const=flag,
+            help=f"{what} {' or '.join(states)} (as virsh; repeatable)",
+        )
+
+
 def _list_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", action="store_true", help="print only the names")
+    parser.add_argument(
+        "--all", action="store_true", help="every domain (the default: accepted as virsh's)"
+    )
+    parser.add_argument("--inactive", action="store_true", help="only the domains not running")
+    _state_arguments(parser, "only the domains")
+
+
+def _selected(domains: list[Any], states: Sequence[str] | None, inactive: bool) -> list[Any]:
+    """The domains in the states asked for (all when none are)."""
+    wanted = {state for flag in states or () for state in _STATE_FLAGS[flag]}
+    if wanted:
+        domains = [d for d in domains if d.state in wanted]
+    if inactive:
+        domains = [d for d in domains if not d.running]
+    return domains
 
 
 def _list(out: Output, options: argparse.Namespace, args: argparse.Namespace, _: Any) -> int:
     from ..discovery import list_domains
 
-    domains = list_domains(options.connect)
+    domains = _selected(list_domains(options.connect), args.states, args.inactive)
     if out.json_mode:
         out.json(domains)
     elif args.name:
@@ -332,6 +408,8 @@ def _list(out: Output, options: argparse.Namespace, args: argparse.Namespace, _:
             for d in domains
         ]
         out.lines(table(["Id", "Name", "State", "Agent"], rows))
+        if not rows:
+            out.line("(no domains)")
     return exits.OK
 
 
@@ -357,8 +435,14 @@ def _cp(out: Output, options: argparse.Namespace, args: argparse.Namespace, _: A
 
 def _fleet_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "targets", nargs="+", metavar="TARGET", help="domain names/UUIDs/IDs, or socket paths"
+        "targets", nargs="*", metavar="TARGET", help="domain names/UUIDs/IDs, or socket paths"
     )
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="every running domain of the URI that has a guest agent channel",
+    )
+    _state_arguments(parser, "the domains with an agent channel that are")
     parser.add_argument(
         "--workers", type=int, default=16, metavar="N", help="targets at once (default 16)"
     )
@@ -373,6 +457,14 @@ def _fleet(
         raise UsageError("--workers must be at least 1")
     name, rest = tail[0], tail[1:]
     sub = _lookup(name)
+    targets = list(args.targets)
+    if args.all or args.states:
+        targets += _fleet_domains(options, args.states or ["running"])
+    if not targets:
+        if args.all or args.states:
+            out.error("no domain with a guest agent channel is in that state")
+            return exits.OK
+        raise UsageError("fleet needs targets, or --all (see qga fleet --help)")
     if not sub.in_fleet:
         raise UsageError(f"{name} does not run in a fleet")
     namespace = subcommand_parser(sub, f"{PROG} fleet ... -- {name}").parse_args(rest)
@@ -383,7 +475,7 @@ def _fleet(
 
     runner = sub.prepare(Context(out, options, in_fleet=True), namespace)
     results = fleet_call(
-        args.targets,
+        targets,
         runner,
         max_workers=args.workers,
         timeout=options.timeout or DEFAULT_TIMEOUT,
@@ -398,7 +490,7 @@ def _fleet(
         else:
             assert result.error is not None
             code = exits.exit_code_for(result.error)
-            status, detail = "error", _one_line(str(result.error))
+            status, detail = "error", _one_line(_error_text(result.error, result.target))
         reports.append(
             {
                 "target": result.target,
@@ -417,6 +509,14 @@ def _fleet(
         width = max(len(target) for target, _, _ in lines)
         out.lines(f"{t.ljust(width)}  {s.ljust(6)}  {d}".rstrip() for t, s, d in lines)
     return exits.OK if all(r["exit_code"] == 0 for r in reports) else exits.PARTIAL
+
+
+def _fleet_domains(options: argparse.Namespace, states: Sequence[str]) -> list[str]:
+    """The names of the domains in ``states`` that have a guest agent channel."""
+    from ..discovery import list_domains
+
+    domains = _selected(list_domains(options.connect), states, inactive=False)
+    return [d.name for d in domains if d.agent_channel is not None]
 
 
 def _completion_arguments(parser: argparse.ArgumentParser) -> None:
@@ -521,15 +621,21 @@ def _one_line(text: str) -> str:
     return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
+def _error_text(error: BaseException, target: str | None) -> str:
+    return error_text(error, target or "DOMAIN")
+
+
 def _fail(out: Output, error: BaseException, state: _State) -> int:
+    options = state.options
+    where = _where(options) if options is not None and "domain_name" in options else None
     if isinstance(error, UsageError):
         code, message = exits.USAGE, f"error: {error}"
     elif isinstance(error, KeyboardInterrupt):
         code, message = exits.INTERRUPTED, "interrupted"
     elif isinstance(error, GuestAgentError):
-        code, message = exits.exit_code_for(error), f"error: {error}"
+        code, message = exits.exit_code_for(error), f"error: {_error_text(error, where)}"
     elif isinstance(error, OSError):
-        code, message = exits.FAILURE, f"error: {error}"
+        code, message = exits.FAILURE, f"error: {_error_text(error, where)}"
     else:
         code = exits.FAILURE
         message = (
@@ -541,7 +647,7 @@ def _fail(out: Output, error: BaseException, state: _State) -> int:
     if out.json_mode:
         report: dict[str, Any] = {
             "type": type(error).__name__,
-            "message": _one_line(str(error)),
+            "message": _one_line(_error_text(error, where)),
             "exit_code": code,
         }
         if isinstance(error, GuestAgentError):
@@ -571,9 +677,8 @@ def _main(args: list[str], out: Output, state: _State) -> int:
             raise UsageError(f"unknown option {words[0]} (see qga --help)")
         options.domain = words.pop(0)
     options.domain_name = options.domain
-    if not words:
-        where = options.domain_name or options.socket
-        raise UsageError(f"no command given for {where} (see qga --help)")
+    if not words and options.domain in agent_subcommands().keys() | ALIASES.keys():
+        raise UsageError(f"{options.domain} needs a domain first: qga DOMAIN {options.domain}")
     return _agent_command(out, options, words)
 
 

@@ -32,6 +32,8 @@ from ..errors import (
     AgentCommandError,
     FreezeTimeoutError,
     GuestAgentError,
+    Hint,
+    Remedy,
     ThawError,
 )
 from ..models import FsfreezeStatus
@@ -112,11 +114,12 @@ class FreezeOps(Commands):
                 late = (
                     f"the filesystems of {self.target} were thawed by the watchdog after "
                     f"{timeout:g} s, before the frozen block ended: what it did after that "
-                    "is not consistent (raise frozen(timeout=) or do less while frozen)"
+                    "is not consistent"
                 )
+                hint = Hint(Remedy.LONGER_FREEZE, "raise frozen(timeout=) or do less while frozen")
                 if body_error is None:
-                    raise FreezeTimeoutError(late, target=self.target)
-                body_error.add_note(late)
+                    raise FreezeTimeoutError(late, target=self.target, hint=hint)
+                body_error.add_note(f"{late}; {hint.text}")
 
     def _thaw(self) -> int:
         """Thaw, retrying with a backoff; succeed also when the guest reports thawed.
@@ -139,8 +142,12 @@ class FreezeOps(Commands):
         raise ThawError(
             f"the filesystems of {self.target} are STILL FROZEN: "
             f"{Commands.fsfreeze_thaw.wire} failed {THAW_ATTEMPTS} times ({last}). Until "
-            "they are thawed, every write in the guest "
-            f"blocks: thaw them now with {_how_to_thaw(self.target)}",
+            "they are thawed, every write in the guest blocks",
+            hint=Hint(
+                Remedy.THAW,
+                f"thaw them now with {_how_to_thaw(self.target)}",
+                {"target": self.target},
+            ),
             attempts=THAW_ATTEMPTS,
             cause=last,
             target=self.target,

@@ -53,7 +53,9 @@ from ..errors import (
     CommandTimeoutError,
     ConnectionLostError,
     GuestAgentError,
+    Hint,
     OutputLostError,
+    Remedy,
     ReplyTooLargeError,
 )
 from ..models import Base64Bytes, ExecStatus
@@ -339,9 +341,13 @@ class RunOps(Commands):
                 assert timeout is not None
                 raise CommandTimeoutError(
                     f"{_show(job.argv, pid)} is still running in {self.target} after "
-                    f"{timeout:g} s: collect({pid}) waits for it again and returns its "
-                    f"output (the agent keeps it until then); run(['kill', '{pid}']) "
-                    "stops it",
+                    f"{timeout:g} s (the agent keeps its output until it is collected)",
+                    hint=Hint(
+                        Remedy.COLLECT,
+                        f"collect({pid}) waits for it again and returns its output; "
+                        f"run(['kill', '{pid}']) stops it",
+                        {"pid": pid},
+                    ),
                     pid=pid,
                     argv=job.argv,
                     timeout=timeout,
@@ -381,28 +387,36 @@ class RunOps(Commands):
     ) -> OutputLostError:
         kept = job.files[:2]
         what = "output" if job.capture and not kept else "exit status"
+        hint: Hint | None = None
         if too_large:
             why = (
                 "its output was larger than the backend carries in one reply, and the "
-                "agent has forgotten the process; capture it in files (capture_via='files', "
-                "POSIX guests) or use the socket backend"
+                "agent has forgotten the process"
+            )
+            hint = Hint(
+                Remedy.CAPTURE_IN_FILES,
+                "capture it in files (capture_via='files', POSIX guests) or use the socket backend",
             )
         elif certain:
             why = "the status reply that carried it was lost in transport"
         else:
-            why = (
-                "the status reply was lost in transport and the agent cannot be asked again "
-                f"now; collect({pid}) gets it if the agent still has it"
+            why = "the status reply was lost in transport and the agent cannot be asked again now"
+            hint = Hint(
+                Remedy.COLLECT_LATER,
+                f"collect({pid}) gets it if the agent still has it",
+                {"pid": pid},
             )
-        where = (
-            f"; its output is in {' and '.join(kept)} in the guest (read_file them, then "
-            "remove them)"
-            if kept
-            else ""
-        )
+        if kept:
+            hint = Hint(
+                Remedy.READ_GUEST_FILES,
+                f"its output is in {' and '.join(kept)} in the guest (read_file them, then "
+                "remove them)",
+                {"files": kept},
+            )
         return OutputLostError(
             f"the {what} of {_show(job.argv, pid)} in {self.target} is "
-            f"{'lost' if certain else 'maybe lost'}: {why}{where} [{cause}]",
+            f"{'lost' if certain else 'maybe lost'}: {why} [{cause}]",
+            hint=hint,
             pid=pid,
             guest_files=kept,
             certain=certain,

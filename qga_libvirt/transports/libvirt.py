@@ -41,8 +41,10 @@ from ..errors import (
     DomainNotFoundError,
     DomainNotRunningError,
     GuestAgentError,
+    Hint,
     LibvirtError,
     ProtocolError,
+    Remedy,
     ReplyTooLargeError,
     RequestTooLargeError,
 )
@@ -167,7 +169,7 @@ class LibvirtTransport:
         if code == libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED and "not configured" in text:
             return AgentNotConfiguredError(_not_configured(name), **kwargs)
         if code == libvirt.VIR_ERR_AGENT_UNRESPONSIVE and "not connected" in text:
-            return AgentNotConnectedError(_not_connected(name), **kwargs)
+            return AgentNotConnectedError(_not_connected(name), hint=_WAIT, **kwargs)
         if code in (
             libvirt.VIR_ERR_AGENT_UNRESPONSIVE,
             libvirt.VIR_ERR_AGENT_UNSYNCED,
@@ -244,9 +246,15 @@ def _not_configured(name: str) -> str:
 def _not_connected(name: str) -> str:
     return (
         f"the guest agent of domain '{name}' is not connected: qemu-guest-agent is not "
-        "running in the guest (install and start it), or the guest is still booting "
-        "(GuestAgent.wait_for_agent waits for it)"
+        "running in the guest (install and start it), or the guest is still booting"
     )
+
+
+_WAIT: Final = Hint(Remedy.WAIT_FOR_AGENT, "GuestAgent.wait_for_agent() waits for it")
+
+
+def _use_backend(backend: Backend) -> Hint:
+    return Hint(Remedy.USE_BACKEND, f"use backend={backend!r} (or 'auto')", {"backend": backend})
 
 
 Backend = Literal["auto", "libvirt", "socket"]
@@ -296,8 +304,9 @@ def open_domain_transport(
     if not channel.held_by_libvirt:
         raise AgentNotConfiguredError(
             f"domain '{name}' has its agent on a raw socket ({channel.socket_path}) that "
-            "libvirt does not manage: use backend='socket' (or 'auto')",
+            "libvirt does not manage",
             target=f"domain '{name}'",
+            hint=_use_backend("socket"),
         )
     # A disconnected channel is not refused here: the guest may be booting, and libvirt
     # answers "not connected" at once (AgentNotConnectedError) until its agent starts.
@@ -310,13 +319,14 @@ def _socket_transport(
     where = f"domain '{info.name}'"
     if channel.held_by_libvirt:
         raise AgentUnreachableError(
-            f"{where}'s agent channel is held by libvirt, which is its only client: use "
-            "backend='libvirt' (or 'auto')",
+            f"the agent channel of {where} is held by libvirt, which is its only client",
             target=where,
+            hint=_use_backend("libvirt"),
         )
     if not _is_local(info.uri) or channel.socket_path is None:
         raise AgentUnreachableError(
-            f"{where}'s agent socket {channel.socket_path} is on the hypervisor's host, not "
+            f"the agent socket of {where}, {channel.socket_path}, is on the hypervisor's "
+            "host, not "
             f"this one ({info.uri}): run there, or give the domain a libvirt <channel>",
             target=where,
         )
