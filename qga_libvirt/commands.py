@@ -257,7 +257,7 @@ class Commands:
 
     @command("guest-ping", None, Facts("0.15", frozen_safe=True))
     def ping() -> Arguments:
-        """Check that the agent answers; returns nothing, raises if it does not."""
+        """Check that the agent answers: nothing comes back, or an error when it does not."""
         return None
 
     @command("guest-info", AgentInfo, Facts("0.15", frozen_safe=True))
@@ -327,7 +327,7 @@ class Commands:
 
     @command("guest-file-open", int, Facts("0.15", changes_guest=True))
     def file_open(path: str, mode: str | None = None) -> Arguments:
-        """Open a file in the guest and return its handle; ``mode`` as fopen(), default "r".
+        """Open a file in the guest and return its handle; ``mode`` as fopen(3), default "r".
 
         Modes "w" and "a" create the file, "w" truncates it.
         """
@@ -335,7 +335,7 @@ class Commands:
 
     @command("guest-file-close", None, Facts("0.15"))
     def file_close(handle: int) -> Arguments:
-        """Close a file opened with file_open."""
+        """Close a file opened with :meth:`file_open`."""
         return {"handle": handle}
 
     @command("guest-file-read", FileRead, Facts("0.15"))
@@ -350,10 +350,10 @@ class Commands:
 
     @command("guest-file-seek", FileSeek, Facts("0.15"))
     def file_seek(handle: int, offset: int, whence: SeekWhence | int = SeekWhence.SET) -> Arguments:
-        """Move a file's position, as fseek(), and return the new position.
+        """Move a file's position, as fseek(3), and return the new position.
 
-        ``whence`` is a :class:`~qga_libvirt.models.SeekWhence` or the wire's historical
-        integer (0 set, 1 cur, 2 end; symbolic names need agent 2.6).
+        ``whence`` is set, cur or end (:class:`~qga_libvirt.models.SeekWhence`), or the
+        wire's historical integer (0 set, 1 cur, 2 end; symbolic names need agent 2.6).
         """
         return {"handle": handle, "offset": offset, "whence": whence}
 
@@ -392,7 +392,7 @@ class Commands:
         Facts("2.2", platforms="Linux, FreeBSD, Windows", changes_guest=True),
     )
     def fsfreeze_freeze_list(mountpoints: Sequence[str] | None = None) -> Arguments:
-        """Sync and freeze the filesystems at ``mountpoints`` (all when None); returns how many.
+        """Sync and freeze the filesystems at ``mountpoints`` (default all); returns how many.
 
         Mount points the guest does not have are ignored.
         """
@@ -417,7 +417,8 @@ class Commands:
         """Discard unused blocks of every filesystem; one result per mount point.
 
         ``minimum`` (bytes) skips free ranges smaller than that, a hint the guest may
-        ignore. Agents before 2.4 reply nothing, which raises ProtocolError.
+        ignore. Agents before 2.4 reply nothing, which is reported as a broken reply
+        (:class:`~qga_libvirt.ProtocolError`).
         """
         return {"minimum": minimum}
 
@@ -446,12 +447,12 @@ class Commands:
         input: bytes | None = None,
         capture_output: bool | CaptureOutputMode = False,
     ) -> Arguments:
-        """Start a program in the guest and return its pid; poll it with exec_status.
+        """Start a program in the guest and return its pid; poll it with :meth:`exec_status`.
 
         ``env`` replaces the whole environment. ``input`` is fed to stdin. With
-        ``capture_output`` True, stdout and stderr are kept (up to 16 MiB each) and come
-        back in the final :class:`~qga_libvirt.models.ExecStatus`; a
-        :class:`~qga_libvirt.models.CaptureOutputMode` picks the streams (agent 8.0+).
+        ``capture_output``, stdout and stderr are kept (up to 16 MiB each) and come back
+        in the final status (:class:`~qga_libvirt.models.ExecStatus`); a mode
+        (:class:`~qga_libvirt.models.CaptureOutputMode`) picks the streams (agent 8.0+).
         """
         return {
             "path": path,
@@ -533,8 +534,8 @@ class Commands:
     def set_vcpus(vcpus: Sequence[LogicalProcessor]) -> Arguments:
         """Bring vCPUs online or offline, in order; returns how many were processed.
 
-        A result below ``len(vcpus)`` means the next one failed (call again without the
-        processed ones to see why); ``can_offline`` is not sent.
+        A result below the number of vCPUs given means the next one failed (send again
+        without the processed ones to see why); whether one can go offline is not sent.
         """
         return {"vcpus": [{"logical-id": v.logical_id, "online": v.online} for v in vcpus]}
 
@@ -551,13 +552,14 @@ class Commands:
     def set_memory_blocks(blocks: Sequence[MemoryBlock]) -> Arguments:
         """Bring memory blocks online or offline; one response per block, in order.
 
-        ``can_offline`` is not sent. An empty list back means nothing was changed.
+        Whether one can go offline is not sent. An empty list back means nothing was
+        changed.
         """
         return {"mem-blks": [{"phys-index": b.phys_index, "online": b.online} for b in blocks]}
 
     @command("guest-get-memory-block-info", int, Facts("2.3", platforms="Linux"), unwrap="size")
     def get_memory_block_info() -> Arguments:
-        """The size in bytes of one memory block (the unit of set_memory_blocks)."""
+        """The size in bytes of one memory block (the unit of :meth:`set_memory_blocks`)."""
         return None
 
     # --- users ------------------------------------------------------------------------
@@ -568,7 +570,7 @@ class Commands:
         Facts("2.3", platforms="Linux, FreeBSD, Windows", changes_guest=True),
     )
     def set_user_password(username: str, password: str, crypted: bool = False) -> Arguments:
-        """Set a user's password; ``crypted`` when it is already a crypt() hash.
+        """Set a user's password; ``crypted`` when it is already a crypt(3) hash.
 
         The password is sent base64-encoded, as the agent wants it, and never appears in
         an error message.

@@ -77,9 +77,9 @@ def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds") from None
     if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: the timeout must be positive")
+        raise argparse.ArgumentTypeError(f"{text}: the timeout must be positive")
     return value
 
 
@@ -233,6 +233,8 @@ def _lookup(name: str, target: str | None = None) -> Subcommand:
         return subs[ALIASES.get(name, name)]
     if name.startswith("-"):
         raise UsageError(f"{name} goes before the domain (see qga --help)")
+    if name in HOST_COMMANDS:
+        raise UsageError(f"{name} takes no domain or socket before it: qga {name} ...")
     if target is not None and (target in subs or target in ALIASES):
         raise UsageError(
             f"unknown command {name}; did you mean `qga {name} {target}`? "

@@ -33,7 +33,7 @@ def render(shell: str, words: Words) -> str:
         return _bash(words)
     if shell == "zsh":
         return _zsh(words)
-    raise ValueError(f"no completion for {shell!r}: one of {', '.join(SHELLS)}")
+    raise ValueError(f"no completion for {shell}: one of {', '.join(SHELLS)}")
 
 
 def _names(pairs: Sequence[tuple[str, str]]) -> str:

@@ -47,6 +47,8 @@ class Outcome:
         summary: the one-line form in ``fleet``; None derives it from ``value``.
         messages: lines for stderr (warnings), written in every mode.
         exit_code: qga's exit status.
+        done: for an action that prints nothing: one line saying it was done, shown
+            only when stdout is a terminal (scripts get silence, people an answer).
     """
 
     value: Any = None
@@ -56,13 +58,19 @@ class Outcome:
     summary: str | None = None
     messages: tuple[str, ...] = ()
     exit_code: int = 0
+    done: str = ""
 
     def show(self, out: Output) -> None:
         """Write the outcome: JSON or text on stdout, raw bytes, messages on stderr."""
         if out.json_mode:
             out.json(self.value)
         else:
-            out.lines(human_lines(self.value) if self.text is None else self.text)
+            lines = human_lines(self.value) if self.text is None else self.text
+            if self.text is None and isinstance(self.value, list) and not self.value:
+                lines = ["(the agent reported none)"]
+            out.lines(lines)
+            if self.done and out.stdout_is_terminal():
+                out.line(self.done)
             if self.stdout:
                 out.raw(self.stdout)
             if self.stderr:

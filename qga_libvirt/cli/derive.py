@@ -24,6 +24,7 @@ import enum
 import inspect
 import json
 import re
+import textwrap
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from ..commands import Command
+from ..commands import Command, all_commands
 from .core import Context, Outcome, Runner, Subcommand
 from .inputs import read_bytes, read_secret
 
@@ -56,16 +57,30 @@ Convert = Callable[[str], Any]
 
 
 _ROLE: Final = re.compile(r":[a-z]+:`~?(?:[\w.]+\.)?(\w+)`")
+_TYPE_ASIDE: Final = re.compile(r"\s\(:class:`[^`]+`\)")
+_LITERAL: Final = re.compile(r"``(\w+)``")
 
 
-def plain(doc: str) -> str:
-    """A docstring without its reST markup: ``x`` -> x, :class:`~a.B` -> B."""
-    return _ROLE.sub(r"\1", doc).replace("``", "")
+def plain(doc: str, words: Mapping[str, str] | None = None) -> str:
+    """A declaration's docstring in qga's words.
+
+    A parenthesis that only names a Python type goes; a declared method becomes its
+    subcommand (``fsfreeze_thaw`` -> fsfreeze-thaw); a parameter in ``words`` becomes
+    its command-line form (``mountpoints`` -> --mountpoints); other reST markup goes
+    (``x`` -> x, :class:`~a.B` -> B).
+    """
+    words = {**_METHOD_WORDS, **(words or {})}
+    doc = _TYPE_ASIDE.sub("", doc)
+    doc = _LITERAL.sub(lambda found: words.get(found[1], found[1]), doc)
+    return _ROLE.sub(lambda found: words.get(found[1], found[1]), doc)
 
 
 def subcommand_name(command: Command[Any, Any]) -> str:
     """The wire name without its ``guest-`` prefix."""
     return command.wire.removeprefix("guest-")
+
+
+_METHOD_WORDS: Final = {command.method: subcommand_name(command) for command in all_commands()}
 
 
 @dataclass(frozen=True)
@@ -193,7 +208,7 @@ def _converter(types_: Sequence[Any]) -> tuple[Convert, str, str | None]:
             except (argparse.ArgumentTypeError, ValueError):
                 continue
         raise argparse.ArgumentTypeError(
-            f"{text!r} is none of {' | '.join(metavar for _, metavar, _ in parts)}"
+            f"{text} is none of {' | '.join(metavar for _, metavar, _ in parts)}"
         )
 
     texts = [text for _, _, text in parts if text]
@@ -204,7 +219,7 @@ def _one(tp: Any) -> tuple[Convert, str, str | None]:
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return _enum_converter(tp), "{" + ",".join(str(m.value) for m in tp) + "}", None
     if isinstance(tp, type) and issubclass(tp, BaseModel):
-        fields = ", ".join(f'"{name}"' for name in tp.model_fields)
+        fields = ", ".join(f'"{info.alias or name}"' for name, info in tp.model_fields.items())
         return _model_converter(tp), "JSON", f"a JSON object with {fields}"
     if tp is int:
         return _named(int, "integer"), "N", None
@@ -212,7 +227,7 @@ def _one(tp: Any) -> tuple[Convert, str, str | None]:
         return _named(float, "number"), "NUMBER", None
     if tp is str:
         return str, "TEXT", None
-    raise TypeError(f"no command-line form for {tp!r}: teach qga_libvirt/cli/derive.py")
+    raise TypeError(f"no command-line form for {tp}: teach qga_libvirt/cli/derive.py")
 
 
 def _named(convert: Callable[[str], Any], name: str) -> Convert:
@@ -220,7 +235,7 @@ def _named(convert: Callable[[str], Any], name: str) -> Convert:
         try:
             return convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an {name}") from None
+            raise argparse.ArgumentTypeError(f"{text} is not an {name}") from None
 
     return named
 
@@ -230,7 +245,7 @@ def _enum_converter(tp: type[enum.Enum]) -> Convert:
 
     def convert(text: str) -> enum.Enum:
         if text not in values:
-            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(values)}")
+            raise argparse.ArgumentTypeError(f"{text} is not one of {', '.join(values)}")
         return values[text]
 
     return convert
@@ -246,7 +261,7 @@ def _model_converter(tp: type[BaseModel]) -> Convert:
             why = f"{first['msg']} at {where}" if where else first["msg"]
         except ValueError as exc:
             why = f"not JSON ({exc})"
-        raise argparse.ArgumentTypeError(f"{text!r} is not a {tp.__name__}: {why}")
+        raise argparse.ArgumentTypeError(f"{text} is not a JSON object as --help shows: {why}")
 
     return convert
 
@@ -254,8 +269,14 @@ def _model_converter(tp: type[BaseModel]) -> Convert:
 def _key_value(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+        raise argparse.ArgumentTypeError(f"{text} is not KEY=VALUE")
     return key, value
+
+
+def _reflow(text: str, width: int = 78) -> str:
+    """Paragraphs refilled (the docstring's line breaks no longer fit once reworded)."""
+    paragraphs = (" ".join(part.split()) for part in text.split("\n\n"))
+    return "\n\n".join(textwrap.fill(p, width) for p in paragraphs)
 
 
 def wire_subcommand(command: Command[Any, Any]) -> Subcommand:
@@ -275,6 +296,7 @@ def wire_subcommand(command: Command[Any, Any]) -> Subcommand:
         return run
 
     facts = command.facts
+    words = {p.name: p.flag if not p.positional else p.metavar for p in params}
     notes = [f"Runs {command.wire} (QEMU {facts.since}+, {facts.platforms})."]
     notes += [
         f"The {p.name} is asked on the terminal, or read from stdin's first line."
@@ -287,9 +309,9 @@ def wire_subcommand(command: Command[Any, Any]) -> Subcommand:
         notes.append("Changes the guest.")
     return Subcommand(
         name=subcommand_name(command),
-        summary=plain(command.summary),
+        summary=plain(command.summary, words),
         prepare=prepare,
         arguments=arguments,
         runs=(command,),
-        description=f"{plain(command.doc)}\n\n{' '.join(notes)}",
+        description=_reflow(f"{plain(command.doc, words)}\n\n{' '.join(notes)}"),
     )

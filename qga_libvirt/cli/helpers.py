@@ -8,22 +8,25 @@ name is a declared command's subcommand name (``info``, ``exec``) takes its plac
 from __future__ import annotations
 
 import argparse
-import datetime
+import base64
+import binascii
 import json
 import os
 import re
 import subprocess
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from ..commands import Command, Commands
-from ..models import AgentInfo, FilesystemInfo, NetworkInterface, User
+from ..errors import AgentCommandError, GuestAgentError
+from ..models import AgentInfo
 from ..operations.freeze import FREEZE_TIMEOUT
 from ..operations.run import OUTPUT_LIMIT, RunResult
 from . import exits
 from .core import Context, Outcome, Runner, Subcommand
 from .inputs import UsageError, read_bytes, read_lines, read_secret, stdin_is_piped
 from .output import Progress, human_size, one_line, table
+from .summaries import SUMMARIES, fsinfo_text, ifaddr_text, users_text
 
 if TYPE_CHECKING:
     from ..client import GuestAgent
@@ -60,40 +63,6 @@ def _info_text(info: AgentInfo) -> list[str]:
     return [f"version: {info.version}", *table(["Command", "Enabled", "Replies"], rows)]
 
 
-def _ifaddr_text(interfaces: list[NetworkInterface]) -> list[str]:
-    rows = []
-    for iface in interfaces:
-        first = [iface.name, iface.hardware_address or "-"]
-        for address in iface.ip_addresses or []:
-            protocol = str(address.ip_address_type.value)
-            rows.append([*first, protocol, f"{address.ip_address}/{address.prefix}"])
-            first = ["-", "-"]
-        if first[0] != "-":
-            rows.append([*first, "-", "-"])
-    return table(["Name", "MAC address", "Protocol", "Address"], rows)
-
-
-def _fsinfo_text(filesystems: list[FilesystemInfo]) -> list[str]:
-    rows = []
-    for fs in filesystems:
-        total, used = fs.total_bytes, fs.used_bytes
-        share = f"{100 * used / total:.0f}%" if total and used is not None else "-"
-        rows.append([fs.mountpoint, fs.type, fs.name, human_size(total), human_size(used), share])
-    return table(["Mountpoint", "Type", "Device", "Size", "Used", "Use%"], rows)
-
-
-def _users_text(users: list[User]) -> list[str]:
-    rows = [
-        [
-            u.user,
-            u.domain or "-",
-            datetime.datetime.fromtimestamp(u.login_time).isoformat(" ", "seconds"),
-        ]
-        for u in users
-    ]
-    return table(["User", "Domain", "Login time"], rows)
-
-
 # --- exec and shell -------------------------------------------------------------------
 
 
@@ -119,7 +88,7 @@ def _environment(items: Sequence[str]) -> dict[str, str] | None:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise UsageError(f"--env {item!r} is not KEY=VALUE")
+            raise UsageError(f"--env {item} is not KEY=VALUE")
         env[key] = value
     return env or None
 
@@ -400,13 +369,46 @@ def _passwd_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _prepare_passwd(ctx: Context, namespace: argparse.Namespace) -> Runner:
-    password = read_secret(f"New password for {namespace.user}: ")
+    user = namespace.user
+    password = read_secret(f"New password for {user}: ")
 
     def run(agent: GuestAgent) -> Outcome:
-        agent.set_user_password(namespace.user, password, namespace.crypted)
-        return Outcome()
+        try:
+            agent.set_user_password(user, password, namespace.crypted)
+        except AgentCommandError as exc:
+            if _no_such_user(agent, user):
+                raise UsageError(
+                    f"user {user} does not exist in the guest: nothing was changed"
+                ) from exc
+            raise
+        return Outcome(done=f"password of {user} changed")
 
     return run
+
+
+def _user_lookup_failed(error: AgentCommandError) -> bool:
+    """Whether the agent's error says the user does not exist.
+
+    qemu-ga words it "failed to lookup user 'NAME'" (its ssh commands, getpwnam).
+    """
+    return "failed to lookup user" in error.desc
+
+
+def _no_such_user(agent: GuestAgent, user: str) -> bool:
+    """After a failed change: whether the user is unknown to the guest.
+
+    The agent's password error does not say why (chpasswd failed); its ssh commands
+    look the user up, so ask one of them, when the agent has it.
+    """
+    if not agent.supports(Commands.ssh_get_authorized_keys):
+        return False
+    try:
+        agent.ssh_get_authorized_keys(user)
+    except AgentCommandError as exc:
+        return _user_lookup_failed(exc)
+    except GuestAgentError:
+        return False
+    return False
 
 
 def _ssh_keys_arguments(parser: argparse.ArgumentParser) -> None:
@@ -426,7 +428,14 @@ def _prepare_ssh_keys(ctx: Context, namespace: argparse.Namespace) -> Runner:
             raise UsageError("ssh-keys list takes only USER")
 
         def list_keys(agent: GuestAgent) -> Outcome:
-            found = agent.ssh_get_authorized_keys(user)
+            try:
+                found = agent.ssh_get_authorized_keys(user)
+            except AgentCommandError as exc:
+                if _user_lookup_failed(exc):
+                    raise UsageError(f"user {user} does not exist in the guest") from exc
+                if not _no_keys_file(exc):
+                    raise
+                found = []  # no authorized_keys file: no keys, as ssh sees it
             return Outcome(found, text=found, summary=f"{len(found)} keys")
 
         return list_keys
@@ -435,15 +444,79 @@ def _prepare_ssh_keys(ctx: Context, namespace: argparse.Namespace) -> Runner:
         raise UsageError(f"ssh-keys {action} needs keys: as arguments, or one a line on stdin")
     if namespace.reset and action != "add":
         raise UsageError("--reset goes with ssh-keys add")
+    if action == "add":
+        for number, key in enumerate(keys, 1):
+            check_public_key(key, number)
 
     def change(agent: GuestAgent) -> Outcome:
-        if action == "add":
-            agent.ssh_add_authorized_keys(user, keys, namespace.reset)
-        else:
-            agent.ssh_remove_authorized_keys(user, keys)
-        return Outcome()
+        try:
+            if action == "add":
+                agent.ssh_add_authorized_keys(user, keys, namespace.reset)
+            else:
+                agent.ssh_remove_authorized_keys(user, keys)
+        except AgentCommandError as exc:
+            if _user_lookup_failed(exc):
+                raise UsageError(f"user {user} does not exist in the guest") from exc
+            raise
+        verb = "added to" if action == "add" else "removed from"
+        return Outcome(done=f"{len(keys)} key(s) {verb} the authorized keys of {user}")
 
     return change
+
+
+def _no_keys_file(error: AgentCommandError) -> bool:
+    """Whether the agent's error says the user has no authorized_keys file.
+
+    qemu-ga: "failed to read '/home/u/.ssh/authorized_keys': ... No such file or directory".
+    """
+    return "authorized_keys" in error.desc and "No such file or directory" in error.desc
+
+
+_KEY_TYPES: Final = frozenset(
+    {
+        "ssh-rsa",
+        "ssh-dss",
+        "ssh-ed25519",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "sk-ssh-ed25519@openssh.com",
+        "sk-ecdsa-sha2-nistp256@openssh.com",
+    }
+)
+"""The key types OpenSSH accepts in authorized_keys (certificates are their -cert-v01)."""
+
+
+def check_public_key(line: str, number: int = 1) -> None:
+    """Check that ``line`` is an authorized_keys line: [options] TYPE BASE64 [comment].
+
+    The base64 body must decode and start with the same type, as OpenSSH's keys do.
+
+    Raises:
+        UsageError: it is not; the message says what is wrong.
+    """
+    words = line.split()
+    if words and _key_type(words[0]) is None and len(words) > 1:
+        words = words[1:]  # leading options, e.g. no-pty,from="10.0.0.1"
+    where = f"key {number}" if number else "the key"
+    if len(words) < 2 or _key_type(words[0]) is None:
+        raise UsageError(
+            f"{where} is not an SSH public key: it must start with its type (ssh-ed25519, "
+            "ssh-rsa, ecdsa-sha2-nistp256, ...) followed by its base64 body, as in a .pub file"
+        )
+    kind, body = words[0], words[1]
+    try:
+        blob = base64.b64decode(body, validate=True)
+    except binascii.Error:
+        raise UsageError(f"{where} ({kind}): its body is not base64") from None
+    length = int.from_bytes(blob[:4], "big") if len(blob) >= 4 else -1
+    if blob[4 : 4 + length].decode("ascii", "replace") != kind:
+        raise UsageError(f"{where} ({kind}): its body is not a {kind} key")
+
+
+def _key_type(word: str) -> str | None:
+    base = word.removesuffix("-cert-v01@openssh.com")
+    return word if base in _KEY_TYPES else None
 
 
 def _call_arguments(parser: argparse.ArgumentParser) -> None:
@@ -488,15 +561,16 @@ HELPERS: tuple[Subcommand, ...] = (
         "ifaddr",
         "The guest's interfaces and addresses, as a table.",
         Commands.network_get_interfaces,
-        _ifaddr_text,
+        ifaddr_text,
     ),
     _view(
         "fsinfo",
         "The guest's filesystems with their sizes, as a table.",
         Commands.get_fsinfo,
-        _fsinfo_text,
+        fsinfo_text,
     ),
-    _view("users", "Who is logged in to the guest.", Commands.get_users, _users_text),
+    _view("users", "Who is logged in to the guest.", Commands.get_users, users_text),
+    *SUMMARIES,
     Subcommand(
         "exec",
         "Run a program in the guest: its output as it is, its exit status as qga's.",

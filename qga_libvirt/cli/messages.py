@@ -26,6 +26,11 @@ def _pid(details: Mapping[str, Any]) -> str:
     return str(details.get("pid", "PID"))
 
 
+def _connect(details: Mapping[str, Any]) -> str:
+    uri = details.get("uri")
+    return f" -c {uri}" if uri else ""
+
+
 def _backend(where: str, details: Mapping[str, Any]) -> str:
     backend = details.get("backend", "auto")
     return f"give --backend {backend} (or leave --backend out: auto picks it)"
@@ -41,7 +46,8 @@ def _files(where: str, details: Mapping[str, Any]) -> str:
 
 HINTS: Final[dict[Remedy, Words]] = {
     Remedy.CHECK_DOMAIN: lambda where, details: (
-        "check the name with `qga list --all`, or give -c URI for another hypervisor"
+        f"check the name with `qga{_connect(details)} list --all`, or give -c URI for "
+        "another hypervisor"
     ),
     Remedy.WAIT_FOR_AGENT: lambda where, details: f"`qga {where} wait` waits for it",
     Remedy.USE_BACKEND: _backend,

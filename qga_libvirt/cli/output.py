@@ -68,7 +68,8 @@ def _scalar(value: Any) -> str:
             text = value.decode()
         except UnicodeDecodeError:
             return f"(base64) {base64.b64encode(value).decode('ascii')}"
-        return text if text.isprintable() else repr(text)
+        # JSON's escapes, not Python's repr: "a\tb\n" reads the same to everyone
+        return text if text.isprintable() else json.dumps(text, ensure_ascii=False)
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
@@ -224,10 +225,17 @@ class Output:
         self.stderr.flush()
 
     def stderr_is_terminal(self) -> bool:
-        try:
-            return os.isatty(self.stderr.fileno())
-        except (OSError, ValueError):
-            return False
+        return _is_terminal(self.stderr)
+
+    def stdout_is_terminal(self) -> bool:
+        return _is_terminal(self.stdout)
+
+
+def _is_terminal(stream: IO[bytes]) -> bool:
+    try:
+        return os.isatty(stream.fileno())
+    except (OSError, ValueError):
+        return False
 
 
 class Progress:
