@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 PYTHONISMS: dict[str, re.Pattern[str]] = {
     # uri=, backend='socket', capture_via= (a --flag=value or KEY=VALUE is not one)
-    "keyword argument": re.compile(r"(?<![\w-])[a-z_][a-z0-9_]*="),
+    "keyword argument": re.compile(r"(?<![\w,-])[a-z_][a-z0-9_]*="),
     # collect(192), len(vcpus), wait_for_agent(), fopen() (crypt(3), a man page, is fine)
     "call": re.compile(r"\b[a-z_][a-z0-9_]*\((?!\d\))"),
     "empty call": re.compile(r"\w\(\)"),

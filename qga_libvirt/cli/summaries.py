@@ -203,7 +203,7 @@ def _prepare_guestinfo(ctx: Context, namespace: argparse.Namespace) -> Runner:
     wanted = set(namespace.sections or [key for key, _, _ in SECTIONS])
 
     def run(agent: GuestAgent) -> Outcome:
-        capabilities = agent.capabilities()  # one guest-info: skip what the agent lacks
+        capabilities = agent.capabilities()  # one call: skip what the agent lacks
         value: dict[str, Any] = {"agent": {"version": capabilities.version}}
         missing: dict[str, str] = {}
         for key, command, _ in SECTIONS:
