@@ -83,6 +83,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text} is not a whole number") from None
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -446,7 +453,7 @@ def _fleet_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _state_arguments(parser, "the domains with an agent channel that are")
     parser.add_argument(
-        "--workers", type=int, default=16, metavar="N", help="targets at once (default 16)"
+        "--workers", type=_count, default=16, metavar="N", help="targets at once (default 16)"
     )
 
 
@@ -611,6 +618,8 @@ def _epilog() -> str:
     lines += rows([(h.name, h.summary) for h in HELPERS])
     lines += ["", "agent commands, one per QGA command (qga DOMAIN COMMAND --help):"]
     lines += rows([(n, s.summary) for n, s in subs.items() if n not in helper_names])
+    lines += ["", "aliases (names other guest-agent tools use):"]
+    lines += rows([(alias, f"= {name}") for alias, name in ALIASES.items()])
     lines += ["", "exit codes:"]
     lines += rows(exits.EXIT_CODES)
     return "\n".join(lines)

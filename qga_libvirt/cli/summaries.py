@@ -27,7 +27,14 @@ __all__ = ["SUMMARIES"]
 
 
 def _exec_status_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("pid", type=int, metavar="PID", help="as exec --no-wait printed it")
+    parser.add_argument("pid", type=_pid, metavar="PID", help="as exec --no-wait printed it")
+
+
+def _pid(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text} is not a process id") from None
 
 
 def exec_status_outcome(status: ExecStatus) -> Outcome:
