@@ -335,7 +335,7 @@ class Commands:
 
     @command("guest-file-close", None, Facts("0.15"))
     def file_close(handle: int) -> Arguments:
-        """Close a file opened with :meth:`file_open`."""
+        """Close a file opened with file_open."""
         return {"handle": handle}
 
     @command("guest-file-read", FileRead, Facts("0.15"))
@@ -447,7 +447,7 @@ class Commands:
         input: bytes | None = None,
         capture_output: bool | CaptureOutputMode = False,
     ) -> Arguments:
-        """Start a program in the guest and return its pid; poll it with :meth:`exec_status`.
+        """Start a program in the guest and return its pid; poll it with exec_status.
 
         ``env`` replaces the whole environment. ``input`` is fed to stdin. With
         ``capture_output``, stdout and stderr are kept (up to 16 MiB each) and come back
@@ -559,7 +559,7 @@ class Commands:
 
     @command("guest-get-memory-block-info", int, Facts("2.3", platforms="Linux"), unwrap="size")
     def get_memory_block_info() -> Arguments:
-        """The size in bytes of one memory block (the unit of :meth:`set_memory_blocks`)."""
+        """The size in bytes of one memory block (the unit of set_memory_blocks)."""
         return None
 
     # --- users ------------------------------------------------------------------------

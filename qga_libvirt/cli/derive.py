@@ -72,7 +72,8 @@ def plain(doc: str, words: Mapping[str, str] | None = None) -> str:
     words = {**_METHOD_WORDS, **(words or {})}
     doc = _TYPE_ASIDE.sub("", doc)
     doc = _LITERAL.sub(lambda found: words.get(found[1], found[1]), doc)
-    return _ROLE.sub(lambda found: words.get(found[1], found[1]), doc)
+    doc = _ROLE.sub(lambda found: words.get(found[1], found[1]), doc)
+    return _METHOD.sub(lambda found: _METHOD_WORDS[found[0]], doc)
 
 
 def subcommand_name(command: Command[Any, Any]) -> str:
@@ -81,6 +82,7 @@ def subcommand_name(command: Command[Any, Any]) -> str:
 
 
 _METHOD_WORDS: Final = {command.method: subcommand_name(command) for command in all_commands()}
+_METHOD: Final = re.compile(r"\b(?:" + "|".join(map(re.escape, _METHOD_WORDS)) + r")\b")
 
 
 @dataclass(frozen=True)
