@@ -378,6 +378,37 @@ def test_actions_confirm_on_a_terminal_only(sock: Path, throwaway_user: pwd.stru
     assert printed == f"1 key(s) added to the authorized keys of {name}\n"
     piped = qga("--socket", sock, "ssh-keys", "add", name, ssh_key("b"))
     assert (piped.returncode, piped.stdout) == (0, b"")
+    # the agent commands that change the guest and answer nothing confirm too
+    code, printed = on_a_terminal("--socket", sock, "ssh-add-authorized-keys", name, ssh_key("c"))
+    assert (code, printed) == (0, "ssh-add-authorized-keys: done\n")
+    code, printed = on_a_terminal("--socket", sock, "ping")
+    assert (code, printed) == (0, "")  # reading commands stay silent
+
+
+@pytest.mark.agent
+def test_watch_runs_a_read_only_command_again(sock: Path) -> None:
+    result = qga("--socket", sock, "watch", "--interval", "0.2", "--count", "3", "hostname")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.decode().splitlines()
+    titles = [line for line in lines if line.startswith("every 0.2 s: qga --socket")]
+    assert len(titles) == 3
+    hostname = qga("--socket", sock, "hostname").stdout.decode().strip()
+    assert lines.count(hostname) == 3
+    code, printed = on_a_terminal(
+        "--socket", sock, "watch", "--count", "2", "--interval", "0.1", "ping"
+    )
+    assert code == 0
+    assert printed.count("\x1b[H\x1b[2J") == 2  # redrawn in place
+    for words, complaint in [
+        (("passwd", "root"), "change nothing in the guest"),
+        (("exec", "--", "true"), "change nothing in the guest"),
+        (("call", "guest-ping"), "change nothing in the guest"),
+        (("--json", "hostname"), "watch is for people"),
+        ((), "watch needs a command"),
+    ]:
+        refused = qga("--socket", sock, "watch", *words)
+        assert refused.returncode == 2, words
+        assert complaint in one_error_line(refused)
 
 
 def test_public_keys_with_options_and_certificates_pass() -> None:

@@ -21,6 +21,7 @@ import functools
 import logging
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from ..commands import all_commands
 from ..errors import GuestAgentError
 from . import exits
 from .completion import SHELLS, Words, render
-from .core import Context, Outcome, Subcommand
+from .core import Context, Outcome, Runner, Subcommand
 from .derive import wire_subcommand
 from .helpers import HELPERS, guest_path
 from .inputs import UsageError
@@ -45,6 +46,7 @@ __all__ = [
     "HostCommand",
     "agent_subcommands",
     "completion_words",
+    "helpers",
     "host_parser",
     "main",
     "subcommand_parser",
@@ -213,8 +215,13 @@ def synopsis(parser: argparse.ArgumentParser) -> str:
 def agent_subcommands() -> dict[str, Subcommand]:
     """Every subcommand that talks to an agent: one per declaration, helpers over them."""
     found = {sub.name: sub for sub in map(wire_subcommand, all_commands())}
-    found.update((helper.name, helper) for helper in HELPERS)
+    found.update((helper.name, helper) for helper in helpers())
     return found
+
+
+def helpers() -> tuple[Subcommand, ...]:
+    """Every helper, in the order of ``qga --help``: those over agents, then watch."""
+    return (*HELPERS, _WATCH)
 
 
 ALIASES: Final[dict[str, str]] = {
@@ -250,6 +257,72 @@ def _lookup(name: str, target: str | None = None) -> Subcommand:
     close = difflib.get_close_matches(name, [*subs, *ALIASES, *HOST_COMMANDS], n=3)
     hint = f"; did you mean {' or '.join(close)}?" if close else "; see qga --help"
     raise UsageError(f"unknown command {name}{hint}")
+
+
+# --- watch ----------------------------------------------------------------------------
+
+
+def _watch_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--interval",
+        type=_seconds,
+        default=2.0,
+        metavar="SECONDS",
+        help="seconds between two runs (default 2)",
+    )
+    parser.add_argument("--count", type=_count, metavar="N", help="stop after N runs")
+    parser.add_argument("words", nargs=argparse.REMAINDER, metavar="COMMAND [ARGS]")
+
+
+def _read_only(sub: Subcommand) -> bool:
+    return bool(sub.runs) and not any(command.facts.changes_guest for command in sub.runs)
+
+
+def _prepare_watch(ctx: Context, namespace: argparse.Namespace) -> Runner:
+    if not namespace.words:
+        raise UsageError("watch needs a command: qga DOMAIN watch [--interval N] COMMAND")
+    if ctx.out.json_mode:
+        raise UsageError("watch is for people: for scripts, run qga ... --json in a loop")
+    name, rest = namespace.words[0], namespace.words[1:]
+    sub = _lookup(name)
+    if sub is _WATCH or not _read_only(sub):
+        raise UsageError(f"watch runs only commands that change nothing in the guest, not {name}")
+    parser = subcommand_parser(sub, f"{PROG} {_where(ctx.options)} watch {name}")
+    inner = sub.prepare(ctx, parser.parse_args(rest))
+    title = f"every {namespace.interval:g} s: qga {_where(ctx.options)} {' '.join(namespace.words)}"
+    redraw = ctx.out.stdout_is_terminal()
+
+    def run(agent: GuestAgent) -> Outcome:
+        rounds = 0
+        while True:
+            outcome = inner(agent)
+            if redraw:
+                ctx.out.raw(b"\x1b[H\x1b[2J")  # home, clear: refresh in place
+            elif rounds:
+                ctx.out.line()
+            ctx.out.line(f"{title}  ({time.strftime('%H:%M:%S')})")
+            outcome.show(ctx.out)
+            ctx.out.flush()
+            rounds += 1
+            if namespace.count is not None and rounds >= namespace.count:
+                return Outcome(text=(), exit_code=outcome.exit_code)
+            time.sleep(namespace.interval)
+
+    return run
+
+
+_WATCH: Final = Subcommand(
+    "watch",
+    "Run a read-only command again and again, refreshed in place (Ctrl-C ends).",
+    _prepare_watch,
+    _watch_arguments,
+    description=(
+        "Run COMMAND (a helper or agent command that changes nothing in the guest) every "
+        "--interval seconds on one connection, redrawn in place on a terminal, until "
+        "Ctrl-C or --count runs."
+    ),
+    in_fleet=False,
+)
 
 
 # --- running --------------------------------------------------------------------------
@@ -611,11 +684,11 @@ def _epilog() -> str:
         return [f"  {name.ljust(width)}  {text}" for name, text in pairs]
 
     subs = agent_subcommands()
-    helper_names = {helper.name for helper in HELPERS}
+    helper_names = {helper.name for helper in helpers()}
     lines = ["commands of the host:"]
     lines += rows([(c.name, c.summary) for c in HOST_COMMANDS.values()])
     lines += ["", "helpers (after DOMAIN or --socket PATH):"]
-    lines += rows([(h.name, h.summary) for h in HELPERS])
+    lines += rows([(h.name, h.summary) for h in helpers()])
     lines += ["", "agent commands, one per QGA command (qga DOMAIN COMMAND --help):"]
     lines += rows([(n, s.summary) for n, s in subs.items() if n not in helper_names])
     lines += ["", "aliases (names other guest-agent tools use):"]

@@ -293,9 +293,14 @@ def wire_subcommand(command: Command[Any, Any]) -> Subcommand:
         kwargs = call_arguments(command, namespace)
 
         def run(agent: GuestAgent) -> Outcome:
-            return Outcome(getattr(agent, command.method)(**kwargs))
+            return Outcome(getattr(agent, command.method)(**kwargs), done=done)
 
         return run
+
+    done = ""
+    if command.reply is None and command.facts.changes_guest:  # silent otherwise
+        name = subcommand_name(command)
+        done = f"{name}: done" if command.facts.replies else f"{name}: sent (no reply comes)"
 
     facts = command.facts
     words = {p.name: p.flag if not p.positional else p.metavar for p in params}

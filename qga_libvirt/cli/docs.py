@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Final
 
 from . import exits
-from .app import HOST_COMMANDS, PROG, agent_subcommands, host_parser, subcommand_parser
-from .helpers import HELPERS
+from .app import HOST_COMMANDS, PROG, agent_subcommands, helpers, host_parser, subcommand_parser
 
 __all__ = ["BEGIN", "DEFAULT_OUTPUT", "END", "main", "render", "update"]
 
@@ -34,7 +33,7 @@ def _usage(parser: argparse.ArgumentParser) -> str:
 
 def render() -> str:
     """The generated block, markers included."""
-    helper_names = {helper.name for helper in HELPERS}
+    helper_names = {helper.name for helper in helpers()}
     subs = agent_subcommands()
     out = [BEGIN, "", "### Commands of the host", ""]
     out += ["| command | usage | what it does |", "|---|---|---|"]
@@ -43,7 +42,7 @@ def render() -> str:
         out.append(f"| `{command.name}` | {_usage(parser)} | {_cell(command.summary)} |")
     out += ["", "### Helpers", ""]
     out += ["| command | usage | what it does | runs |", "|---|---|---|---|"]
-    for helper in HELPERS:
+    for helper in helpers():
         parser = subcommand_parser(helper, f"{PROG} DOMAIN {helper.name}")
         runs = ", ".join(f"`{c.wire}`" for c in helper.runs) or "any"
         out.append(f"| `{helper.name}` | {_usage(parser)} | {_cell(helper.summary)} | {runs} |")
