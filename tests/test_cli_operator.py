@@ -421,9 +421,11 @@ def test_public_keys_with_options_and_certificates_pass() -> None:
 
 def test_every_alias_names_a_command() -> None:
     subs = app.agent_subcommands()
+    completed = {name for name, _ in app.completion_words().agent_commands}
     for alias, name in app.ALIASES.items():
         assert name in subs
         assert alias not in subs
+        assert alias in completed
 
 
 # --- the tiny guest (setting the clock and passwords is blocked on the host agent) -------

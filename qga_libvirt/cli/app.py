@@ -616,7 +616,7 @@ def _option_strings(parser: argparse.ArgumentParser) -> list[str]:
 
 def completion_words() -> Words:
     """What the completion scripts complete, from the parsers themselves."""
-    subs = agent_subcommands()
+    subs = {**agent_subcommands(), **{a: agent_subcommands()[n] for a, n in ALIASES.items()}}
     return Words(
         global_options=_option_strings(top_parser()),
         host_commands=[(command.name, command.summary) for command in HOST_COMMANDS.values()],
