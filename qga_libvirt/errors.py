@@ -125,6 +125,11 @@ class Remedy(enum.Enum):
     """The filesystems are still frozen: thaw them now (``target``)."""
     LONGER_FREEZE = "longer-freeze"
     """The frozen window was too short: allow more time, or do less while frozen."""
+    LONGER_FLEET_BOUND = "longer-fleet-bound"
+    """A fleet target outlived its wall-clock bound: allow it more time."""
+    SMALLER_WRITES = "smaller-writes"
+    """The request is too large for the backend: send the data in chunks, or use the
+    socket backend."""
 
 
 @dataclass(frozen=True)

@@ -153,3 +153,36 @@ def test_the_cli_quotes_nothing_as_python_does() -> None:
     """No !r in messages: repr quotes text as Python does ('it''s', '\\n')."""
     for source in sorted((ROOT / "qga_libvirt" / "cli").glob("*.py")):
         assert "!r}" not in source.read_text(), source.name
+
+
+def _library_messages() -> Iterator[tuple[str, str]]:
+    """The message of every GuestAgentError the library raises (f-string holes as X).
+
+    The message is what qga shows, followed by the hint in its own words: the library's
+    Python words for the remedy go in ``hint=``, never in the message.
+    """
+    import qga_libvirt.errors as errors
+
+    names = {
+        name
+        for name, value in vars(errors).items()
+        if isinstance(value, type) and issubclass(value, errors.GuestAgentError)
+    }
+    for source in sorted((ROOT / "qga_libvirt").rglob("*.py")):
+        if "cli" in source.parts:
+            continue
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") in names and node.args:
+                where = f"{source.relative_to(ROOT)}:{node.lineno}"
+                yield where, _text(node.args[0])
+
+
+# Said only to Python code that used a transport after closing it: qga never does.
+_PYTHON_ONLY = ("open a new GuestAgent",)
+
+
+@pytest.mark.parametrize(("where", "text"), list(_library_messages()), ids=lambda v: v[:50])
+def test_no_library_error_message_speaks_python(where: str, text: str) -> None:
+    if any(words in text for words in _PYTHON_ONLY):
+        return
+    assert not pythonisms(text), "\n".join(pythonisms(text))

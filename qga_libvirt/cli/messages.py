@@ -67,6 +67,12 @@ HINTS: Final[dict[Remedy, Words]] = {
     Remedy.LONGER_FREEZE: lambda where, details: (
         "give a longer --thaw-after, or do less while frozen"
     ),
+    Remedy.LONGER_FLEET_BOUND: lambda where, details: (
+        "give a longer --timeout if it is merely slow (each target may take three times it)"
+    ),
+    Remedy.SMALLER_WRITES: lambda where, details: (
+        "copy files with `qga cp`, which writes in chunks, or use --backend socket"
+    ),
 }
 """Every remedy, in qga's words."""
 

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeAlias, TypeVar
 
 from ..client import DEFAULT_TIMEOUT, GuestAgent
-from ..errors import AgentTimeoutError
+from ..errors import AgentTimeoutError, Hint, Remedy
 
 __all__ = ["FleetResult", "FleetTarget", "fleet_call", "fleet_ping"]
 
@@ -283,7 +283,7 @@ class _Batch(Generic[T]):
 def _overdue(label: str, wall: float) -> AgentTimeoutError:
     return AgentTimeoutError(
         f"{label} did not finish within {wall:g} s (the fleet's wall-clock bound per "
-        "target): it was left running in the background; raise wall_timeout if it is "
-        "merely slow",
+        "target): it was left running in the background",
         target=label,
+        hint=Hint(Remedy.LONGER_FLEET_BOUND, "raise wall_timeout if it is merely slow"),
     )

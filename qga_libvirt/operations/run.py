@@ -457,8 +457,13 @@ class RunOps(Commands):
         except GuestAgentError as exc:
             raise OutputLostError(
                 f"the output of {_show(job.argv, pid)} could not be read back from "
-                f"{self.target}; it is kept in {job.files[0]} and {job.files[1]} in the "
-                f"guest (read_file them, then remove them) [{exc}]",
+                f"{self.target} [{exc}]",
+                hint=Hint(
+                    Remedy.READ_GUEST_FILES,
+                    f"it is kept in {job.files[0]} and {job.files[1]} in the guest "
+                    "(read_file them, then remove them)",
+                    {"files": job.files[:2]},
+                ),
                 pid=pid,
                 guest_files=job.files[:2],
                 cause=exc,

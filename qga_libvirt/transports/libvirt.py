@@ -103,9 +103,11 @@ class LibvirtTransport:
         if len(text) > MAX_REQUEST_BYTES:
             raise RequestTooLargeError(
                 f"{request.command} request to {self._target} is {len(text)} bytes; libvirt "
-                f"breaks the agent channel above {MAX_REQUEST_BYTES} bytes, so it was not "
-                "sent: write in smaller chunks (write_file/upload do) or use the socket "
-                "backend",
+                f"breaks the agent channel above {MAX_REQUEST_BYTES} bytes, so it was not sent",
+                hint=Hint(
+                    Remedy.SMALLER_WRITES,
+                    "write in smaller chunks (write_file/upload do) or use the socket backend",
+                ),
                 target=self._target,
                 command=request.command,
             )
