@@ -14,6 +14,7 @@ import json
 import os
 import pty
 import pwd
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -409,6 +410,22 @@ def test_watch_runs_a_read_only_command_again(sock: Path) -> None:
         refused = qga("--socket", sock, "watch", *words)
         assert refused.returncode == 2, words
         assert complaint in one_error_line(refused)
+
+
+@pytest.mark.agent
+def test_watch_ends_on_ctrl_c_in_one_line(sock: Path) -> None:
+    watching = subprocess.Popen(
+        [str(QGA), "--socket", str(sock), "watch", "--interval", "0.2", "hostname"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(2)  # started, a few rounds shown
+    watching.send_signal(signal.SIGINT)
+    out, err = watching.communicate(timeout=30)
+    assert watching.returncode == 130
+    assert err == b"qga: interrupted\n"
+    assert out.count(b"every 0.2 s: qga") >= 2
+    assert qga("--socket", sock, "ping").returncode == 0  # the agent is fine after
 
 
 def test_public_keys_with_options_and_certificates_pass() -> None:
