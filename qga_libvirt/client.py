@@ -158,8 +158,9 @@ class GuestAgent(FileOps, RunOps, FreezeOps, PowerOps, CredentialOps):
                 last = exc
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AgentTimeoutError(
-                    f"the agent of {self.target} did not answer within {timeout:g} s: {last}",
+                raise AgentTimeoutError(  # the last error's hint (wait for it) is moot here
+                    f"the agent of {self.target} did not answer within {timeout:g} s: "
+                    f"{last.message}",
                     target=self.target,
                     command="guest-ping",
                 ) from last

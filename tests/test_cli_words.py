@@ -12,6 +12,7 @@ import io
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Final
 
 import pytest
 
@@ -55,8 +56,12 @@ ALLOWED: frozenset[str] = frozenset(
 )
 
 
+_XML: Final = re.compile(r"<[^<>]*>")
+
+
 def pythonisms(text: str) -> list[str]:
-    """The Python marks in ``text``, as ``kind: excerpt``."""
+    """The Python marks in ``text``, as ``kind: excerpt`` (libvirt XML is not one)."""
+    text = _XML.sub("<xml>", text)
     hits = []
     for kind, pattern in PYTHONISMS.items():
         for found in pattern.finditer(text):
@@ -91,6 +96,7 @@ def test_the_patterns_catch_what_the_issue_found() -> None:
         "[GenericError]",
         "the domain 'web1' is shut off",
         "--thaw-after SECONDS",
+        "add <channel type='unix'><target name='org.qemu.guest_agent.0'/></channel>",
     ):
         assert not pythonisms(text), (text, pythonisms(text))
 
