@@ -166,14 +166,15 @@ def _readable(iso: str) -> str:
 def _prepare_time(ctx: Context, namespace: argparse.Namespace) -> Runner:
     target = None if namespace.set_to is None else parse_time(namespace.set_to)
 
-    def run(agent: GuestAgent) -> Outcome:
-        if not (namespace.sync or target is not None):
-            clock = _clock(agent)
-            return Outcome(clock, text=_clock_text(clock), summary=_clock_text(clock)[2])
-        ns = time.time_ns() if namespace.sync else _ns(target)  # type: ignore[arg-type]
-        agent.set_time(ns)
+    def show(agent: GuestAgent) -> Outcome:
         clock = _clock(agent)
-        how = "from the host's clock" if namespace.sync else f"to {namespace.set_to}"
+        return Outcome(clock, text=_clock_text(clock), summary=_clock_text(clock)[2])
+
+    def set_clock(agent: GuestAgent) -> Outcome:
+        # the host's clock is read when the request goes, not when qga started
+        agent.set_time(_ns(target) if target is not None else time.time_ns())
+        how = "from the host's clock" if target is None else f"to {namespace.set_to}"
+        clock = _clock(agent)
         return Outcome(
             clock,
             text=_clock_text(clock),
@@ -181,7 +182,7 @@ def _prepare_time(ctx: Context, namespace: argparse.Namespace) -> Runner:
             done=f"the guest's clock was set {how}",
         )
 
-    return run
+    return set_clock if namespace.sync or target is not None else show
 
 
 # --- guestinfo ------------------------------------------------------------------------
