@@ -1,6 +1,7 @@
 # The two commands a new machine needs (see README.md):
 #   make demo   boots a tiny demo VM under libvirt and shows the library on it
 #   make test   installs what is missing, runs ruff, mypy --strict and the whole test suite
+# make bench [QUICK=1] [BENCH='fleet ping']: benchmarks side by side (python -m bench --help)
 VENV := .venv/bin
 
 .PHONY: setup test lint demo bench docs clean
@@ -20,7 +21,7 @@ test: lint
 	$(VENV)/pytest $(PYTEST_ARGS)
 
 bench: setup
-	$(VENV)/python -m bench
+	$(VENV)/python -m bench $(if $(QUICK),--quick) $(BENCH)
 
 docs: setup
 	$(VENV)/python -m qga_libvirt._docgen

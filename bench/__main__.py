@@ -1,16 +1,57 @@
-"""Run every benchmark: python -m bench."""
+"""Benchmarks, each against a minimal baseline side by side: ``python -m bench [NAME...]``.
+
+``python -m bench --help`` lists them and runs nothing. ``--quick`` runs fewer batches
+(the whole set in a few minutes); the figures quoted in the docs come from full runs.
+"""
 
 from __future__ import annotations
 
-from . import files, fleet, ping, run
+import argparse
+import importlib
+import os
+import sys
+import time
+from typing import Final
+
+BENCHMARKS: Final = {
+    "startup": "whole `qga` processes and `import qga_libvirt` vs bare Python scripts",
+    "connect": "connect + ping + close per idle_timeout; memory per idle agent object",
+    "ping": "socket ping round trip vs a minimal client",
+    "libvirt_ping": "ping through libvirt vs bare qemuAgentCommand and virsh (boots a guest)",
+    "run": "run(['/bin/true']) vs a tight-polling client",
+    "fleet": "fleet_call vs a plain loop and a warm thread pool, 10 to 1,000 host agents",
+    "files": "file transfer throughput and memory vs a bare loop (socket and libvirt)",
+}
+QUICK_SET: Final = ("startup", "connect", "ping", "run", "fleet")
 
 
-def main() -> None:
-    ping.main()
-    fleet.main()
-    files.main()
-    run.main()
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        epilog="benchmarks:\n"
+        + "\n".join(f"  {name:13s} {what}" for name, what in BENCHMARKS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run (all)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"fewer batches; without NAME runs {', '.join(QUICK_SET)}",
+    )
+    options = parser.parse_args(argv)
+    unknown = [name for name in options.names if name not in BENCHMARKS]
+    if unknown:
+        parser.error(f"no benchmark {', '.join(unknown)}; see --help")
+    if options.quick:
+        os.environ["QGA_BENCH_QUICK"] = "1"
+    names = options.names or list(QUICK_SET if options.quick else BENCHMARKS)
+    for name in names:
+        start = time.monotonic()
+        importlib.import_module(f"bench.{name}").main()
+        print(f"  ({name}: {time.monotonic() - start:.0f} s)\n", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,112 +1,134 @@
-"""Fleets: one query over 200 host agents, in parallel (fleet_call) vs one after another.
+"""Fleets: one query over many host agents, fleet_call vs a plain loop vs a warm pool.
 
-200 qemu-ga processes of the host, each on its own socket; in a third sweep, a few of
-them are replaced by sockets nobody serves (agents that never answer). The sequential
-contender does what a fleet does for each target, in a plain loop: open the agent, ask,
-close it. Rounds are interleaved; each figure is the median time of a whole sweep.
+N qemu-ga processes of the host, each on its own socket (10 and 200; 1,000 in a full
+run), and a sweep where 5% of them are replaced by sockets nobody serves (agents that
+never answer). Every contender does the same per-target work, open the agent, ask,
+close it; only the fan-out differs:
 
-On this machine kind (2 cores) a local agent answers in well under a millisecond, and
-that time is CPU on both sides: parallelism has little to hide there. What it hides is
-waiting: slow guests, remote hypervisors, and above all agents that do not answer,
-each of which costs a whole timeout in a plain loop.
+- a plain loop, one target after another;
+- a warm pool: a ThreadPoolExecutor created once, outside the timing, with as many
+  workers as fleet_call uses: the floor for running the targets in parallel;
+- fleet_call (which adds ordered results, typed errors per target and a wall-clock
+  bound per target).
+
+Sweeps are interleaved; each figure is the median time of a whole sweep. On this
+machine kind (2 cores) a local agent answers in well under a millisecond and that time
+is CPU on both sides, so parallelism has little to hide; what it hides is waiting:
+slow guests, remote hypervisors and, above all, agents that never answer, each of
+which costs a whole timeout in a plain loop.
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from qga_libvirt import GuestAgent, GuestAgentError, fleet_call
 from qga_libvirt.testing import HostAgent
 
-AGENTS = 200
-SILENT = 4
+from .harness import QUICK, interleaved, load, report
+
+WORKERS = 16
+TIMEOUT = 5.0
 SILENT_TIMEOUT = 0.5
+SILENT_SHARE = 0.05
 
 
-def one_after_another(paths: list[str], fn: Callable[[GuestAgent], Any], timeout: float) -> int:
-    """The plain loop: open, ask, close, next. Returns how many answered."""
-    answered = 0
-    for path in paths:
-        with GuestAgent.from_socket(path, timeout, idle_timeout=None) as agent:
-            try:
-                fn(agent)
-            except GuestAgentError:
-                continue
-            answered += 1
-    return answered
+def _ping(path: str, timeout: float) -> bool:
+    with GuestAgent.from_socket(path, timeout, idle_timeout=None) as agent:
+        try:
+            agent.ping()
+        except GuestAgentError:
+            return False
+        return True
 
 
-def in_parallel(
-    paths: list[str], fn: Callable[[GuestAgent], Any], timeout: float, workers: int
-) -> int:
-    return sum(r.ok for r in fleet_call(paths, fn, max_workers=workers, timeout=timeout))
+def plain_loop(paths: list[str], timeout: float) -> Callable[[], int]:
+    return lambda: sum(_ping(path, timeout) for path in paths)
 
 
-def sweep_times(
-    paths: list[str], fn: Callable[[GuestAgent], Any], timeout: float, answering: int, rounds: int
-) -> dict[str, float]:
-    """Median seconds per sweep of each contender, over interleaved rounds."""
-    contenders: dict[str, Callable[[], int]] = {
-        "one after another": lambda: one_after_another(paths, fn, timeout),
-        "fleet_call, 16 workers": lambda: in_parallel(paths, fn, timeout, 16),
-        "fleet_call, 64 workers": lambda: in_parallel(paths, fn, timeout, 64),
-    }
-    times: dict[str, list[float]] = {label: [] for label in contenders}
-    for round_ in range(rounds):
-        order = list(contenders) if round_ % 2 == 0 else list(reversed(contenders))
-        for label in order:
-            begin = time.perf_counter()
-            assert contenders[label]() == answering, label
-            times[label].append(time.perf_counter() - begin)
-    return {label: statistics.median(values) for label, values in times.items()}
+def warm_pool(pool: ThreadPoolExecutor, paths: list[str], timeout: float) -> Callable[[], int]:
+    return lambda: sum(pool.map(lambda path: _ping(path, timeout), paths))
 
 
-def main(rounds: int = 5) -> dict[str, float]:
-    speedups: dict[str, float] = {}
+def fleet(paths: list[str], timeout: float) -> Callable[[], int]:
+    def sweep() -> int:
+        results = fleet_call(paths, lambda a: a.ping(), max_workers=WORKERS, timeout=timeout)
+        return sum(r.ok for r in results)
+
+    return sweep
+
+
+def checked(sweep: Callable[[], int], answering: int, label: str) -> Callable[[], int]:
+    def run() -> int:
+        got = sweep()
+        assert got == answering, f"{label}: {got} of {answering} answered"
+        return got
+
+    return run
+
+
+def main() -> dict[str, float]:
+    sizes = [10, 200] if QUICK else [10, 200, 1000]
+    rounds = 5 if QUICK else 7
+    out: dict[str, float] = {}
     with contextlib.ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="qga-fleet-")))
-        start = time.monotonic()
-        hosts = [stack.enter_context(HostAgent(scratch / f"agent{i}")) for i in range(AGENTS)]
-        paths = [str(host.socket) for host in hosts]
-        started = time.monotonic() - start
-        # Agents that never answer (a listening socket nobody serves), among the others.
-        silent = []
-        for i in range(SILENT):
-            server = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
-            server.bind(str(scratch / f"silent{i}.sock"))
-            server.listen(8)
-            silent.append(str(scratch / f"silent{i}.sock"))
-        with_silent = paths[: AGENTS - SILENT] + silent
-        scenarios: list[tuple[str, list[str], Callable[[GuestAgent], Any], float, int]] = [
-            ("ping", paths, lambda agent: agent.ping(), 5.0, AGENTS),
-            ("get_osinfo", paths, lambda agent: agent.get_osinfo(), 5.0, AGENTS),
-            (
-                f"ping, {SILENT} of them silent (timeout {SILENT_TIMEOUT:g} s)",
-                with_silent,
-                lambda agent: agent.ping(),
-                SILENT_TIMEOUT,
-                AGENTS - SILENT,
-            ),
-        ]
-        print(
-            f"fleet of {AGENTS} host qemu-ga (started in {started:.1f} s), {rounds} "
-            f"interleaved rounds, median time per sweep over all {AGENTS}:"
-        )
-        for name, targets, fn, timeout, answering in scenarios:
-            medians = sweep_times(targets, fn, timeout, answering, rounds)
-            serial = medians["one after another"]
-            print(f"  {name}:")
-            for label, seconds in medians.items():
-                print(f"    {label:24s} {seconds * 1000:8.1f} ms  speedup {serial / seconds:5.2f}")
-            speedups[name] = serial / medians["fleet_call, 16 workers"]
-    return speedups
+        hosts = [stack.enter_context(HostAgent(scratch / f"agent{i}")) for i in range(max(sizes))]
+        every = [str(host.socket) for host in hosts]
+        pool = stack.enter_context(ThreadPoolExecutor(WORKERS))
+        for n in sizes:
+            paths = every[:n]
+            silent = max(1, round(n * SILENT_SHARE))
+            dead = []
+            for i in range(silent):
+                server = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+                server.bind(str(scratch / f"silent{n}-{i}.sock"))
+                server.listen(1024)
+                dead.append(str(scratch / f"silent{n}-{i}.sock"))
+            # The silent ones spread among the others, as they would be in a real fleet.
+            step = n // silent
+            mixed = list(paths)
+            for i, path in enumerate(dead):
+                mixed[i * step] = path
+            for label, targets, timeout, answering in (
+                (f"ping {n} agents", paths, TIMEOUT, n),
+                (
+                    f"ping {n} agents, {silent} silent (timeout {SILENT_TIMEOUT:g} s)",
+                    mixed,
+                    SILENT_TIMEOUT,
+                    n - silent,
+                ),
+            ):
+                if answering != n and n > 200 and QUICK:
+                    continue
+                contenders = {
+                    f"warm pool, {WORKERS} workers": warm_pool(pool, targets, timeout),
+                    "plain loop": plain_loop(targets, timeout),
+                    f"fleet_call, {WORKERS} workers": fleet(targets, timeout),
+                }
+                if answering != n:
+                    del contenders["plain loop"]  # a whole timeout per silent agent
+                before = load()
+                stats = interleaved(
+                    {k: checked(v, answering, k) for k, v in contenders.items()}, rounds
+                )
+                ratios = report(
+                    f"{label}: median sweep over {rounds} interleaved rounds",
+                    stats,
+                    f"warm pool, {WORKERS} workers",
+                    before=before,
+                )
+                out[label] = ratios[f"fleet_call, {WORKERS} workers"]
+                if "plain loop" in stats:
+                    loop = stats["plain loop"].median
+                    mine = stats[f"fleet_call, {WORKERS} workers"].median
+                    print(f"  fleet_call / plain loop: x{mine / loop:.2f} (target <= 1.0)")
+    return out
 
 
 if __name__ == "__main__":

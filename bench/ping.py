@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import socket
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from qga_libvirt import GuestAgent
 from qga_libvirt.testing import HostAgent
+
+from .harness import QUICK, Stats, load, report
 
 
 def minimal_client(path: Path) -> tuple[Callable[[], object], Callable[[], None]]:
@@ -33,7 +34,9 @@ def minimal_client(path: Path) -> tuple[Callable[[], object], Callable[[], None]
     return ping, sock.close
 
 
-def main(batches: int = 40, per_batch: int = 250) -> float:
+def main(batches: int = 0, per_batch: int = 250) -> float:
+    batches = batches or (10 if QUICK else 40)
+    before = load()
     with HostAgent() as host:
         path = host.socket
         # The agent serves one client at a time: each contender's batch runs on a fresh
@@ -56,14 +59,16 @@ def main(batches: int = 40, per_batch: int = 250) -> float:
                 agent.ping()
             results["library"].append((time.perf_counter() - start) / per_batch)
             agent.close()
-    minimal = statistics.median(results["minimal"]) * 1e6
-    library = statistics.median(results["library"]) * 1e6
-    ratio = library / minimal
-    print(f"ping round trip, host qemu-ga, {batches} interleaved batches of {per_batch}:")
-    print(f"  minimal client  {minimal:8.1f} us median")
-    print(f"  qga_libvirt     {library:8.1f} us median")
-    print(f"  ratio library/minimal = {ratio:.2f}  (target <= 1.3)")
-    return ratio
+    ratios = report(
+        f"ping round trip, host qemu-ga, {batches} interleaved batches of {per_batch}:",
+        {name: Stats(tuple(values)) for name, values in results.items()},
+        "minimal",
+        unit="us",
+        scale=1e6,
+        target=1.3,
+        before=before,
+    )
+    return ratios["library"]
 
 
 if __name__ == "__main__":

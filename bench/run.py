@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import socket
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from qga_libvirt import GuestAgent
 from qga_libvirt.testing import HostAgent
+
+from .harness import QUICK, Stats, load, report
 
 TARGET_MS = 3.0
 
@@ -63,7 +64,9 @@ def library_client(path: Path) -> tuple[Callable[[], int], Callable[[], None]]:
     return run_true, agent.close
 
 
-def main(batches: int = 20, per_batch: int = 25) -> float:
+def main(batches: int = 0, per_batch: int = 25) -> float:
+    batches = batches or (6 if QUICK else 20)
+    before = load()
     contenders = {"tight poll": tight_poll_client, "qga_libvirt": library_client}
     times: dict[str, list[float]] = {name: [] for name in contenders}
     with HostAgent() as host:
@@ -79,13 +82,15 @@ def main(batches: int = 20, per_batch: int = 25) -> float:
                     assert run_true() == 0
                     times[name].append(time.perf_counter() - start)
                 close()
-    floor = statistics.median(times["tight poll"]) * 1e3
-    library = statistics.median(times["qga_libvirt"]) * 1e3
-    ratio = library / floor
-    print(f'run(["/bin/true"]), host qemu-ga, {batches} interleaved batches of {per_batch}:')
-    print(f"  tight-poll client {floor:8.2f} ms median")
-    print(f"  qga_libvirt.run   {library:8.2f} ms median  (target <= {TARGET_MS:g} ms)")
-    print(f"  ratio library/floor = {ratio:.2f}")
+    stats = {name: Stats(tuple(values)) for name, values in times.items()}
+    report(
+        f'run(["/bin/true"]), host qemu-ga, {batches} interleaved batches of {per_batch}:',
+        stats,
+        "tight poll",
+        before=before,
+    )
+    library = stats["qga_libvirt"].median * 1e3
+    print(f"  qga_libvirt.run median {library:.2f} ms (target <= {TARGET_MS:g} ms)")
     return library
 
 

@@ -31,15 +31,23 @@ Time is bounded twice per target:
   the workers are daemon threads, and the one left behind with the hung target is
   replaced by a new one; it finishes in the background (its calls still end by their
   timeout, libvirt's resync aside), closes the agent it opened, drops what ``fn``
-  returned, and exits.
+  returned, and goes back to the shared workers.
   A batch therefore ends within about ``ceil(len(targets) / max_workers) *
   wall_timeout``.
+
+Parallelism follows the waiting: a fleet starts on one worker and adds one, up to
+``max_workers``, each time every running target has kept its worker waiting for
+:data:`RAMP` (2 ms). Fast local agents, whose answers cost CPU rather than waiting, so
+run at the pace of a plain loop; slow or silent ones spread over ``max_workers``. The
+worker threads are shared by all fleets and kept warm between them (daemon threads,
+gone after 30 idle seconds).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -194,12 +202,64 @@ def _open(target: FleetTarget, timeout: float, uri: str | None) -> tuple[GuestAg
     return GuestAgent.from_domain(target, uri, timeout, idle_timeout=None), True
 
 
+RAMP = 0.002
+"""Seconds every running target must have been waited on before one more worker joins.
+
+A local agent answers in well under a millisecond, and that time is CPU on both sides:
+on a small machine extra threads only add switching, so a fleet of fast agents runs on
+one or two workers and costs what a plain loop costs. Agents that make us wait (remote
+hypervisors, slow guests, silent sockets) keep every worker busy past this, and the
+fleet grows towards ``max_workers``, one worker per ``RAMP``."""
+_IDLE = 30.0  # seconds a shared worker waits for the next job before it exits
+
+
+class _Workers:
+    """Daemon threads shared by all fleets, kept warm between them.
+
+    Starting a thread costs about as much as pinging a local agent, so workers wait for
+    the next job up to :data:`_IDLE` seconds. A job is started at once: on an idle
+    worker if there is one, else on a new thread.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            spawn = self._idle == 0
+            if not spawn:
+                self._idle -= 1  # reserved for this job
+        self._jobs.put(job)
+        if spawn:
+            threading.Thread(target=self._serve, name="qga fleet", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                job = self._jobs.get(timeout=_IDLE)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle == 0:  # a submit reserved us meanwhile: a job is coming
+                        continue
+                    self._idle -= 1
+                return
+            job()
+            with self._lock:
+                self._idle += 1
+
+
+_WORKERS = _Workers()
+
+
 class _Batch(Generic[T]):
     """One fleet call: workers take targets in order; the caller's thread keeps time.
 
-    Workers are reused from target to target (starting a thread costs about as much as
-    a ping). A worker whose target is given up on is replaced, and exits once its
-    target's work ends.
+    The caller's thread adds workers while every running target keeps one waiting
+    (see :data:`RAMP`), up to ``max_workers``, and gives up on a target past its
+    wall-clock bound: its worker is then left behind (it exits once that target's work
+    ends) and another takes its place.
     """
 
     def __init__(
@@ -217,16 +277,19 @@ class _Batch(Generic[T]):
         self.upcoming = 0
         self.running: dict[int, float] = {}  # index -> when its work started
         self.pending = len(items)
+        self.workers = 0  # workers taking targets (the ones left behind not counted)
 
     def run(self, max_workers: int) -> list[FleetResult[T]]:
-        for _ in range(min(max_workers, len(self.items))):
-            self._spawn()
         with self.changed:
+            if self.items:
+                self._spawn()
             while self.pending:
                 now = time.monotonic()
                 # A target that starts from now on cannot end sooner than now + wall.
-                oldest = min(self.running.values(), default=now)
-                until = oldest + self.wall
+                until = min(self.running.values(), default=now) + self.wall
+                if self.workers < max_workers and self.upcoming < len(self.items):
+                    newest = max(self.running.values(), default=now)
+                    until = min(until, newest + RAMP)
                 self.changed.wait(None if math.isinf(until) else max(0.0, until - now))
                 now = time.monotonic()
                 for index, start in list(self.running.items()):
@@ -237,18 +300,28 @@ class _Batch(Generic[T]):
                             label, error=_overdue(label, self.wall), duration=now - start
                         )
                         self.pending -= 1
-                        if self.upcoming < len(self.items):
-                            self._spawn()  # in place of the worker left behind
+                        self.workers -= 1
+                if self.upcoming < len(self.items) and (
+                    self.workers == 0
+                    or (
+                        self.workers < max_workers
+                        and self.running
+                        and now >= max(self.running.values()) + RAMP
+                    )
+                ):
+                    self._spawn()
         assert all(result is not None for result in self.results)
         return self.results  # type: ignore[return-value]
 
     def _spawn(self) -> None:
-        threading.Thread(target=self._work, name="qga fleet", daemon=True).start()
+        self.workers += 1
+        _WORKERS.submit(self._work)
 
     def _work(self) -> None:
         while True:
             with self.changed:
                 if self.upcoming == len(self.items):
+                    self.workers -= 1
                     return
                 index = self.upcoming
                 self.upcoming += 1

@@ -1,0 +1,99 @@
+"""What every benchmark shares: interleaved A/B batches, medians, ratios, the load average.
+
+This machine is shared and noisy: a single absolute time means little. So contenders run
+in interleaved batches (the order alternating), each batch's mean is one sample, and a
+benchmark reports, per contender, the median sample with its min-max, the ratio of its
+median to the baseline's, and the load average before and after.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+__all__ = ["QUICK", "Stats", "interleaved", "load", "report"]
+
+QUICK = os.environ.get("QGA_BENCH_QUICK") == "1"
+"""Set by ``python -m bench --quick``: fewer batches, same contenders."""
+
+
+@dataclass(frozen=True)
+class Stats:
+    """The samples of one contender (seconds per call, or any unit the caller chose)."""
+
+    samples: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def low(self) -> float:
+        return min(self.samples)
+
+    @property
+    def high(self) -> float:
+        return max(self.samples)
+
+
+def load() -> str:
+    """The 1/5/15-minute load average, for the report."""
+    one, five, fifteen = os.getloadavg()
+    return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def interleaved(
+    contenders: Mapping[str, Callable[[], object]],
+    batches: int,
+    per_batch: int = 1,
+    *,
+    warmup: int = 1,
+) -> dict[str, Stats]:
+    """Seconds per call of each contender: ``batches`` samples of ``per_batch`` calls.
+
+    Batches alternate the order of the contenders, so a drift in the machine's load
+    hits them alike. ``warmup`` calls of each are made first and not timed.
+    """
+    names = list(contenders)
+    for name in names:
+        for _ in range(warmup):
+            contenders[name]()
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for batch in range(batches):
+        for name in names if batch % 2 == 0 else reversed(names):
+            call = contenders[name]
+            start = time.perf_counter()
+            for _ in range(per_batch):
+                call()
+            samples[name].append((time.perf_counter() - start) / per_batch)
+    return {name: Stats(tuple(values)) for name, values in samples.items()}
+
+
+def report(
+    title: str,
+    stats: Mapping[str, Stats],
+    baseline: str,
+    *,
+    unit: str = "ms",
+    scale: float = 1e3,
+    target: float | None = None,
+    before: str = "",
+) -> dict[str, float]:
+    """Print medians, min-max and ratios to ``baseline``; returns the ratios."""
+    print(f"{title}  [{before + ' -> ' if before else ''}{load()}]")
+    base = stats[baseline].median
+    ratios = {}
+    for name, stat in stats.items():
+        ratios[name] = stat.median / base
+        print(
+            f"  {name:40s} {stat.median * scale:10.3f} {unit}  "
+            f"[{stat.low * scale:.3f}-{stat.high * scale:.3f}]  x{ratios[name]:.2f}"
+        )
+    if target is not None:
+        worst = max(ratio for name, ratio in ratios.items() if name != baseline)
+        verdict = "ok" if worst <= target else "OVER"
+        print(f"  worst ratio to {baseline!r}: {worst:.2f} (target <= {target:g}: {verdict})")
+    return ratios
