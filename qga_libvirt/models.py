@@ -96,6 +96,9 @@ class Model(BaseModel):
         alias_generator=_wire_name,
         validate_by_name=True,
         validate_by_alias=True,
+        # Schemas are built on first use, not at import: a process that never parses a
+        # given reply (most CLI calls parse one) does not pay for its model.
+        defer_build=True,
     )
 
     @property
