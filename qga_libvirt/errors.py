@@ -17,6 +17,7 @@
     ├── ProtocolError                1001  the conversation broke: garbage, id mismatch,
     │                                      a reply that breaks the schema (.reply kept)
     ├── RequestTooLargeError         1002  a request above what the backend carries safely
+    ├── InvalidArgumentError         1002  an argument the agent cannot parse (.argument)
     ├── ReplyTooLargeError           1001  a reply above what the backend carries (lost)
     ├── TransferError                (the cause's)  a file transfer failed part-way:
     │                                      .transferred bytes reached the other side
@@ -40,6 +41,12 @@ What to do is kept apart when it depends on who reads it: ``error.hint`` (a
 :class:`Hint`) names the remedy (a :class:`Remedy`) and gives the library's wording,
 which ``str(error)`` appends to ``error.message``; the ``qga`` command line words the
 same remedy in its own terms (``qga DOMAIN wait`` rather than ``wait_for_agent()``).
+
+``is_unreachable`` is True for every failure where the agent's own answer was not
+obtained: connecting, writing, reading, a timeout, a reply that could not be read
+(codes 1000-1003). It is False when the agent answered with an error (1004), and when a
+request was refused before it was sent (RequestTooLargeError, InvalidArgumentError: the
+agent was never asked). An error that reports another (``cause=``) takes the cause's.
 """
 
 from __future__ import annotations
@@ -75,6 +82,7 @@ __all__ = [
     "GuestAgentError",
     "GuestFrozenError",
     "Hint",
+    "InvalidArgumentError",
     "LibvirtConnectionError",
     "LibvirtError",
     "OutputLostError",
@@ -152,7 +160,9 @@ class GuestAgentError(Exception):
 
     Attributes:
         code: one of the ``ERR_*`` constants.
-        is_unreachable: True when the agent could not be reached at all.
+        is_unreachable: True when the agent's own answer was not obtained (connect, write,
+            read, timeout); False when it answered with an error, or when the request was
+            refused before sending. See the module docs.
         target: what was being talked to, e.g. ``"socket /run/qga.sock"``, ``"domain 'web1'"``.
         command: the wire name of the command being run, when there was one.
         message: what went wrong, without the hint.
@@ -163,7 +173,7 @@ class GuestAgentError(Exception):
     """
 
     code: int = ERR_CANNOT_READ
-    default_unreachable: ClassVar[bool] = False
+    default_unreachable: ClassVar[bool | None] = None  # None: from the code (not 1004)
 
     def __init__(
         self,
@@ -180,11 +190,16 @@ class GuestAgentError(Exception):
         self.hint = hint
         self.target = target
         self.command = command
-        if is_unreachable is None:
-            is_unreachable = self.default_unreachable if cause is None else cause.is_unreachable
-        self.is_unreachable: bool = is_unreachable
         if cause is not None:  # an error that reports another keeps its code
             self.code = cause.code
+        if is_unreachable is None:
+            if cause is not None:
+                is_unreachable = cause.is_unreachable
+            elif self.default_unreachable is not None:
+                is_unreachable = self.default_unreachable
+            else:
+                is_unreachable = self.code != ERR_FROM_AGENT
+        self.is_unreachable: bool = is_unreachable
 
     def __str__(self) -> str:
         return self.message if self.hint is None else f"{self.message}; {self.hint.text}"
@@ -262,6 +277,24 @@ class RequestTooLargeError(GuestAgentError):
     """
 
     code = ERR_CANNOT_WRITE
+    default_unreachable = False  # the agent was never asked
+
+
+class InvalidArgumentError(GuestAgentError, ValueError):
+    """An argument the agent cannot parse: a string with a lone surrogate (a file name
+    that is not UTF-8, decoded with surrogateescape), NaN or infinity, a value JSON has no
+    form for. Nothing was sent; the agent would have answered with an id-less parse error.
+
+    Attributes:
+        argument: where the value is, e.g. ``arguments['path']`` (never the value).
+    """
+
+    code = ERR_CANNOT_WRITE
+    default_unreachable = False  # the agent was never asked
+
+    def __init__(self, message: str, *, argument: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.argument = argument
 
 
 class TransferError(GuestAgentError):

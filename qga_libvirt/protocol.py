@@ -14,7 +14,18 @@ What the agent does, and what this module does about it:
   parser (it answers with a "stray" parse error, dropped), then ``guest-sync-delimited``
   with a random id, whose reply the agent prefixes with 0xFF. Everything before that
   sentinel is dropped; a sentinel followed by an older sync id (from an earlier resync
-  that timed out) is skipped too. The resync is pipelined with the request after it.
+  that timed out) is skipped too. The request is written only once the resync has been
+  answered: a request written behind a resync to an agent that is not there waits in the
+  chardev and runs whenever the agent comes back, long after its caller gave up
+  (measured: timed-out ``guest-exec`` calls all ran after a reboot).
+- Arguments the agent's parser refuses (a lone surrogate, e.g. from a file name that is
+  not UTF-8; NaN or infinity) are refused before sending: the agent would answer with a
+  parse error that carries no id. An id-less error that comes when only our request can
+  be answered (right after a resync or a finished exchange) is taken as its answer.
+- One reply is at most ``max_reply_bytes`` (default :data:`DEFAULT_MAX_REPLY_BYTES`):
+  past that the reply is dropped unread and :class:`ReplyTooLargeError` raised, so a
+  hostile guest cannot make the host buffer without bound. A reply nested deeper than
+  Python's decoder goes is a :class:`ProtocolError`.
 - Commands that send no reply on success (``guest-shutdown``, ``guest-suspend-*``) are
   followed by a ``guest-sync`` fence: the agent works in order, so an error reply for the
   command comes before the fence's reply, and the fence's reply means it was accepted.
@@ -28,21 +39,39 @@ import random
 from collections.abc import Mapping
 from typing import Any, Final, NamedTuple
 
-from .errors import ProtocolError
+from .errors import InvalidArgumentError, ProtocolError, ReplyTooLargeError
 
-__all__ = ["SENTINEL", "Conversation", "LineFramer", "Reply", "encode_request"]
+__all__ = [
+    "DEFAULT_MAX_REPLY_BYTES",
+    "SENTINEL",
+    "Conversation",
+    "LineFramer",
+    "Reply",
+    "encode_request",
+]
 
 SENTINEL: Final = 0xFF
 _SENTINEL_BYTE: Final = b"\xff"
 _NEWLINE: Final = b"\n"
-_ENCODER: Final = json.JSONEncoder(separators=(",", ":"))
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _DECODER: Final = json.JSONDecoder()
+_TOO_DEEP: Final = object()  # what _decode returns for a line nested beyond the decoder
+
+DEFAULT_MAX_REPLY_BYTES: Final = 96 << 20
+"""The largest reply line taken by default: well above the largest legitimate one (a
+48 MiB ``guest-file-read`` is 64 MiB of base64; two 16 MiB exec streams about 43 MiB)."""
 
 
 def encode_request(
     command: str, arguments: Mapping[str, Any] | None = None, *, request_id: int | None = None
 ) -> bytes:
-    """One request line: ``{"execute": ..., "arguments": ..., "id": ...}`` + newline."""
+    """One request line: ``{"execute": ..., "arguments": ..., "id": ...}`` + newline.
+
+    Raises:
+        InvalidArgumentError: an argument the agent cannot parse (a string with a lone
+            surrogate, NaN or infinity, a value JSON has no form for); the message names
+            the argument, never its value.
+    """
     if not arguments and request_id is not None:  # the common case, without the encoder
         return b'{"execute":"%s","id":%d}\n' % (command.encode(), request_id)
     message: dict[str, Any] = {"execute": command}
@@ -50,7 +79,55 @@ def encode_request(
         message["arguments"] = arguments
     if request_id is not None:
         message["id"] = request_id
-    return _ENCODER.encode(message).encode() + _NEWLINE
+    try:
+        return _ENCODER.encode(message).encode() + _NEWLINE
+    except (ValueError, TypeError):  # UnicodeEncodeError is a ValueError
+        # Not chained: a UnicodeEncodeError carries the whole string (a password, file
+        # contents), and its repr would show it.
+        raise _invalid_argument(command, arguments) from None
+
+
+def _invalid_argument(command: str, arguments: Mapping[str, Any] | None) -> InvalidArgumentError:
+    where, why = _find_invalid(arguments or {}, "arguments")
+    if not where:
+        where, why = "arguments", "cannot be encoded as JSON"
+    return InvalidArgumentError(
+        f"{command}: {where} {why}, which the agent cannot parse; nothing was sent",
+        command=command,
+        argument=where,
+    )
+
+
+def _find_invalid(value: object, where: str) -> tuple[str, str]:
+    """The path of the first value that cannot go on the wire, and why."""
+    if isinstance(value, str):
+        if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+            return where, (
+                "contains a lone surrogate (a name that is not UTF-8, decoded with "
+                "surrogateescape?)"
+            )
+        return "", ""
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return where, "is NaN or infinite"
+        return "", ""
+    if isinstance(value, Mapping):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    elif value is None or isinstance(value, bool | int):
+        return "", ""
+    else:
+        return where, f"is a {type(value).__name__}, which JSON cannot carry"
+    for key, item in items:
+        if not isinstance(key, str | int):
+            return where, f"has a key of type {type(key).__name__}"
+        found = _find_invalid(key, f"{where} key") if isinstance(key, str) else ("", "")
+        if not found[0]:
+            found = _find_invalid(item, f"{where}[{key!r}]")
+        if found[0]:
+            return found
+    return "", ""
 
 
 class Reply(NamedTuple):
@@ -132,15 +209,22 @@ class Conversation:
     Usage::
 
         conv = Conversation()
-        data = conv.send("guest-ping")      # write these bytes
+        if conv.needs_resync:                   # a fresh or suspect connection
+            sock.sendall(conv.resync())
+            while conv.syncing:                 # wait for the agent to prove it is there
+                conv.receive_data(sock.recv(...))
+                conv.next_reply()
+        sock.sendall(conv.send("guest-ping"))
         while (reply := conv.next_reply()) is None:
             conv.receive_data(sock.recv(...))
 
-    After a timeout or any doubt about the stream, call :meth:`abandon`: the next
-    :meth:`send` resynchronises before its request.
+    After a timeout or any doubt about the stream, call :meth:`abandon`: a resync is due
+    before the next request.
     """
 
-    def __init__(self, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, rng: random.Random | None = None, *, max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
+    ) -> None:
         self._framer = LineFramer()
         self._rng = rng or random.SystemRandom()
         self._next_id = self._rng.randrange(1 << 30)
@@ -148,6 +232,10 @@ class Conversation:
         self._sentinel_seen = False
         self._expected: int | None = None  # id of the request in flight
         self._fence: int | None = None  # id of the fence after a no-reply command
+        # True when nothing but the answer to our next request can arrive: right after a
+        # resync, or after an exchange that left nothing outstanding.
+        self._clean = False
+        self.max_reply_bytes = max_reply_bytes
         self.needs_resync = True
         self.synced_once = False
         self.discarded = 0  # lines dropped as stale or garbage, for diagnostics
@@ -161,40 +249,53 @@ class Conversation:
     def in_flight(self) -> bool:
         return self._expected is not None
 
+    @property
+    def syncing(self) -> bool:
+        """A resync was sent and its answer has not come yet."""
+        return self._sync_id is not None
+
     def _new_id(self) -> int:
         self._next_id = (self._next_id + 1) & 0x7FFFFFFF
         return self._next_id
 
+    def resync(self) -> bytes:
+        """Bytes that resynchronise the stream; feed replies until :attr:`syncing` is False."""
+        self._framer.clear()
+        self._expected = self._fence = None
+        self._sync_id = self._rng.randrange(1, 1 << 31)
+        self._sentinel_seen = False
+        self._clean = False
+        self.needs_resync = False
+        return _SENTINEL_BYTE + encode_request("guest-sync-delimited", {"id": self._sync_id})
+
     def send(
         self, command: str, arguments: Mapping[str, Any] | None = None, *, replies: bool = True
     ) -> bytes:
-        """Bytes that carry one request (with a resync first when one is due).
+        """Bytes that carry one request.
 
         ``replies=False`` is for commands that send no reply on success: a ``guest-sync``
         fence follows, and success is reported as a reply with value None.
+
+        Raises:
+            InvalidArgumentError: an argument the agent cannot parse (nothing changes).
+            RuntimeError: a request is in flight, or a resync is due or unanswered.
         """
         if self._expected is not None:
             raise RuntimeError("a request is already in flight on this conversation")
-        out = b""
-        if self.needs_resync:
-            out = self._begin_resync()
-        self._expected = self._new_id()
-        out += encode_request(command, arguments, request_id=self._expected)
+        if self.needs_resync or self._sync_id is not None:
+            raise RuntimeError("resynchronise (and wait for the answer) before a request")
+        request_id = (self._next_id + 1) & 0x7FFFFFFF
+        out = encode_request(command, arguments, request_id=request_id)  # may refuse
+        self._next_id = self._expected = request_id
         if not replies:
             self._fence = self._new_id()
             out += encode_request("guest-sync", {"id": self._fence}, request_id=self._fence)
         return out
 
-    def _begin_resync(self) -> bytes:
-        self._framer.clear()
-        self._sync_id = self._rng.randrange(1, 1 << 31)
-        self._sentinel_seen = False
-        self.needs_resync = False
-        return _SENTINEL_BYTE + encode_request("guest-sync-delimited", {"id": self._sync_id})
-
     def abandon(self) -> None:
         """Give up on the request in flight (timeout, error): resync before the next one."""
         self._expected = self._fence = self._sync_id = None
+        self._clean = False
         self.needs_resync = True
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
@@ -203,8 +304,14 @@ class Conversation:
     def next_reply(self) -> Reply | None:
         """The reply to the request in flight, or None until more data is needed.
 
+        With a resync outstanding, consumes its answer first (and returns None when no
+        request is in flight).
+
         Raises:
-            ProtocolError: a line carrying our id is not a valid reply.
+            ProtocolError: a line carrying our id is not a valid reply, or a reply is
+                nested too deeply to decode (the conversation is abandoned).
+            ReplyTooLargeError: the reply passed ``max_reply_bytes``; it is dropped
+                unread and the conversation abandoned.
         """
         while self._sync_id is not None:
             if not self._sentinel_seen:
@@ -213,10 +320,12 @@ class Conversation:
                 self._sentinel_seen = True
             line = self._framer.next_line()
             if line is None:
+                self._check_size()
                 return None
             self._sentinel_seen = False
             if _decode(line) == {"return": self._sync_id}:
                 self._sync_id = None
+                self._clean = True
                 self.synced_once = True
             else:
                 self.discarded += 1  # the sentinel of an earlier, abandoned resync
@@ -224,9 +333,17 @@ class Conversation:
             if line[:1] == _SENTINEL_BYTE:
                 line = line.lstrip(_SENTINEL_BYTE)
             message = _decode(line)
+            if message is _TOO_DEEP and self._expected is not None:
+                self.abandon()
+                raise ProtocolError(
+                    "the agent's reply is nested too deeply to decode", reply=line[:1024]
+                )
             ident = message.get("id") if isinstance(message, dict) else None
+            if ident is None and self._clean and isinstance(message, dict) and "error" in message:
+                ident = self._expected  # an id-less error, when only our request can be answered
             if ident is None or (ident != self._expected and ident != self._fence):
                 self.discarded += 1
+                self._clean = False
                 continue
             assert isinstance(message, dict)
             if "return" in message:
@@ -237,11 +354,23 @@ class Conversation:
                 except ProtocolError:
                     self.abandon()
                     raise
+            # After an error to a no-reply command, the fence's own reply is still due.
+            self._clean = self._fence is None or ident == self._fence
             if ident == self._fence and not reply.is_error:
                 reply = Reply(value=None)
             self._expected = self._fence = None
             return reply
+        self._check_size()
         return None
+
+    def _check_size(self) -> None:
+        if len(self._framer) > self.max_reply_bytes:
+            self.abandon()  # the resync drops the rest unread: a reply has no 0xFF in it
+            self._framer.clear()
+            raise ReplyTooLargeError(
+                f"the agent's reply passed {self.max_reply_bytes} bytes without ending; it "
+                "was dropped unread (raise max_reply_bytes if a reply this large is expected)"
+            )
 
 
 def _decode(line: bytes) -> object:
@@ -249,3 +378,5 @@ def _decode(line: bytes) -> object:
         return _DECODER.raw_decode(line.decode())[0]  # a line holds one value
     except ValueError:  # also UnicodeDecodeError
         return None
+    except RecursionError:
+        return _TOO_DEEP

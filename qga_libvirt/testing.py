@@ -58,7 +58,7 @@ class HostAgent:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> None:
-        """Start qemu-ga and wait until its socket exists.
+        """Start qemu-ga and wait until its socket accepts connections.
 
         Raises:
             RuntimeError: qemu-ga is missing or did not start (its stderr is quoted).
@@ -74,7 +74,7 @@ class HostAgent:
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + timeout
-        while not self.socket.exists():
+        while not _listening(self.socket):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"qemu-ga did not start: {self.log()}")
@@ -113,3 +113,19 @@ class HostAgent:
         self.stop()
         if self._tmp is not None:
             self._tmp.cleanup()
+
+
+def _listening(path: Path) -> bool:
+    """Whether a unix socket at ``path`` accepts connections: it exists between bind()
+    and listen() too, and a connect in that window is refused. /proc/net/unix marks a
+    listening socket with the __SO_ACCEPTCON flag (0x10000), without connecting to it."""
+    try:
+        lines = Path("/proc/net/unix").read_text().splitlines()[1:]
+    except OSError:
+        return path.exists()
+    target = str(path)
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 8 and fields[7] == target and int(fields[3], 16) & 0x10000:
+            return True
+    return False

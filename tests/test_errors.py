@@ -15,7 +15,11 @@ from qga_libvirt.errors import (
     ConnectionLostError,
     GuestAgentError,
     GuestFrozenError,
+    InvalidArgumentError,
     ProtocolError,
+    ReplyTooLargeError,
+    RequestTooLargeError,
+    TransferError,
     agent_error,
 )
 
@@ -52,9 +56,20 @@ def test_every_error_is_a_guest_agent_error() -> None:
 
 
 def test_unreachable_flag() -> None:
+    """True whenever the agent's own answer was not obtained; False when it answered
+    with an error, or when nothing was sent (issue 15)."""
     assert AgentUnreachableError("x").is_unreachable
-    assert not AgentTimeoutError("x").is_unreachable
-    assert AgentTimeoutError("x", is_unreachable=True).is_unreachable
+    assert AgentTimeoutError("x").is_unreachable
+    assert ConnectionLostError("x").is_unreachable
+    assert ConnectionLostError("x", writing=True).is_unreachable
+    assert ProtocolError("x").is_unreachable
+    assert ReplyTooLargeError("x").is_unreachable
+    assert not AgentCommandError("x", error_class="GenericError", desc="d").is_unreachable
+    assert not RequestTooLargeError("x").is_unreachable
+    assert not InvalidArgumentError("x", argument="arguments['a']").is_unreachable
+    assert not AgentTimeoutError("x", is_unreachable=False).is_unreachable
+    lost = ConnectionLostError("x")
+    assert TransferError("t", transferred=0, total=1, path="/p", cause=lost).is_unreachable
 
 
 @pytest.mark.parametrize(

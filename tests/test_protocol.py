@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qga_libvirt import ProtocolError
+from qga_libvirt import InvalidArgumentError, ProtocolError, ReplyTooLargeError
 from qga_libvirt.protocol import Conversation, LineFramer, Reply, encode_request
 
 
@@ -63,17 +63,21 @@ def test_any_split_of_a_reply_stream_yields_the_same_replies(
 @given(st.lists(st.integers(0, 2000)), st.integers(0, 1 << 30))
 def test_conversation_finds_its_reply_in_any_split_after_resync(cuts: list[int], seed: int) -> None:
     conv = Conversation(random.Random(seed))
-    sent = conv.send("guest-ping")
-    sync_line, request_line = sent[1:].split(b"\n", 1)
-    sync_id = json.loads(sync_line)["arguments"]["id"]
-    request_id = json.loads(request_line)["id"]
-    stream = (
+    sync_id = json.loads(conv.resync()[1:])["arguments"]["id"]
+    resync_answer = (
         b'{"return": {}, "id": 1}\n'  # stale, before the sentinel
         + b'{"error": {"class": "GenericError", "desc": "JSON parse error, stray"}}\n'
         + b"\xff"
         + json.dumps({"return": sync_id}).encode()
         + b"\n"
-        + json.dumps({"return": "stale", "id": request_id + 1000}).encode()
+    )
+    for piece in split_at(resync_answer, cuts):
+        conv.receive_data(piece)
+        assert conv.next_reply() is None
+    assert not conv.syncing
+    request_id = json.loads(conv.send("guest-ping"))["id"]
+    stream = (
+        json.dumps({"return": "stale", "id": request_id + 1000}).encode()
         + b"\n"
         + json.dumps({"return": "ours", "id": request_id}).encode()
         + b"\n"
@@ -103,25 +107,34 @@ def test_framer_scans_each_byte_once() -> None:
 
 def test_resync_skips_an_older_sentinel() -> None:
     conv = Conversation(random.Random(1))
-    sent = conv.send("guest-ping")
-    sync_id = json.loads(sent[1:].split(b"\n")[0])["arguments"]["id"]
-    request_id = json.loads(sent.split(b"\n")[1])["id"]
+    sync_id = json.loads(conv.resync()[1:])["arguments"]["id"]
     conv.receive_data(b"\xff" + json.dumps({"return": sync_id + 1}).encode() + b"\n")
     assert conv.next_reply() is None
+    assert conv.syncing
     conv.receive_data(b"\xff" + json.dumps({"return": sync_id}).encode() + b"\n")
     assert conv.next_reply() is None
+    assert not conv.syncing
+    request_id = json.loads(conv.send("guest-ping"))["id"]
     conv.receive_data(json.dumps({"return": {}, "id": request_id}).encode() + b"\n")
     assert conv.next_reply() == Reply(value={})
     assert conv.discarded == 1
 
 
-def test_no_resync_once_synced_and_after_abandon_there_is_one() -> None:
+def test_a_request_is_never_written_before_the_resync_is_answered() -> None:
+    """A request queued behind an unanswered resync would run whenever the agent came back."""
     conv = Conversation(random.Random(2))
-    first = conv.send("guest-ping")
-    assert first.startswith(b"\xff")
-    conv.abandon()
-    again = conv.send("guest-ping")
-    assert again.startswith(b"\xff")
+    assert conv.needs_resync
+    with pytest.raises(RuntimeError):
+        conv.send("guest-ping")
+    data = conv.resync()
+    assert data.startswith(b"\xff")
+    assert data.count(b"\n") == 1  # the resync alone
+    with pytest.raises(RuntimeError):
+        conv.send("guest-ping")  # still unanswered
+    conv.abandon()  # the resync timed out
+    assert conv.needs_resync
+    with pytest.raises(RuntimeError):
+        conv.send("guest-ping")
 
 
 def test_error_reply_is_returned_not_raised() -> None:
@@ -166,6 +179,126 @@ def test_malformed_reply_with_our_id_raises_and_asks_for_resync() -> None:
 
 def test_one_request_at_a_time() -> None:
     conv = Conversation()
+    conv.needs_resync = False
     conv.send("guest-ping")
     with pytest.raises(RuntimeError):
         conv.send("guest-ping")
+
+
+def _synced(seed: int = 0, **kwargs: int) -> Conversation:
+    conv = Conversation(random.Random(seed), **kwargs)
+    sync_id = json.loads(conv.resync()[1:])["arguments"]["id"]
+    conv.receive_data(b"\xff" + json.dumps({"return": sync_id}).encode() + b"\n")
+    assert conv.next_reply() is None
+    assert not conv.syncing
+    return conv
+
+
+def test_deeply_nested_reply_is_a_protocol_error_and_the_next_call_resyncs() -> None:
+    conv = _synced()
+    conv.send("guest-ping")
+    conv.receive_data(b"[" * 200_000 + b"\n")
+    with pytest.raises(ProtocolError) as caught:
+        conv.next_reply()
+    assert "nested too deeply" in str(caught.value)
+    assert conv.needs_resync
+    assert not conv.in_flight
+
+
+def test_reply_past_the_cap_is_dropped_unread() -> None:
+    conv = _synced(max_reply_bytes=1000)
+    conv.send("guest-ping")
+    conv.receive_data(b'{"return": "' + b"A" * 600)
+    assert conv.next_reply() is None
+    conv.receive_data(b"A" * 600)
+    with pytest.raises(ReplyTooLargeError) as caught:
+        conv.next_reply()
+    assert "1000 bytes" in str(caught.value)
+    assert conv.buffered == 0  # nothing kept
+    assert conv.needs_resync
+    # The rest of the giant line is dropped by the resync, without being buffered.
+    sync_id = json.loads(conv.resync()[1:])["arguments"]["id"]
+    conv.receive_data(b"A" * 5000)
+    assert conv.next_reply() is None
+    assert conv.buffered == 0
+    conv.receive_data(b'AAA"}\n\xff' + json.dumps({"return": sync_id}).encode() + b"\n")
+    assert conv.next_reply() is None
+    assert not conv.syncing
+
+
+def test_the_cap_applies_to_the_resync_answer_too() -> None:
+    conv = Conversation(random.Random(1), max_reply_bytes=100)
+    conv.resync()
+    conv.receive_data(b"\xff" + b"1" * 200)
+    with pytest.raises(ReplyTooLargeError):
+        conv.next_reply()
+
+
+def test_id_less_error_after_a_resync_answers_our_request() -> None:
+    """qemu-ga answers a request it cannot parse with an error that has no id."""
+    conv = _synced()
+    conv.send("guest-ping")
+    conv.receive_data(b'{"error": {"class": "GenericError", "desc": "JSON parse error"}}\n')
+    reply = conv.next_reply()
+    assert reply == Reply(error_class="GenericError", desc="JSON parse error")
+    assert not conv.in_flight
+    # And after a finished exchange, too.
+    conv.send("guest-ping")
+    conv.receive_data(b'{"error": {"class": "GenericError", "desc": "again"}}\n')
+    assert conv.next_reply() == Reply(error_class="GenericError", desc="again")
+
+
+def test_id_less_error_is_not_taken_when_something_else_may_be_answered() -> None:
+    conv = _synced()
+    request_id = json.loads(conv.send("guest-shutdown", replies=False).splitlines()[0])["id"]
+    # The command failed: its fence's reply is still due, so the stream is not clean.
+    conv.receive_data(
+        json.dumps({"id": request_id, "error": {"class": "C", "desc": "d"}}).encode() + b"\n"
+    )
+    assert conv.next_reply() == Reply(error_class="C", desc="d")
+    conv.send("guest-ping")
+    conv.receive_data(b'{"error": {"class": "GenericError", "desc": "stale"}}\n')
+    assert conv.next_reply() is None
+    assert conv.in_flight
+
+
+@pytest.mark.parametrize(
+    ("arguments", "where"),
+    [
+        ({"path": "/tmp/caf\udce9"}, "arguments['path']"),
+        ({"arg": ["ok", "bad\ud800"]}, "arguments['arg'][1]"),
+        ({"time": float("nan")}, "arguments['time']"),
+        ({"x": float("inf")}, "arguments['x']"),
+        ({"data": b"bytes"}, "arguments['data']"),
+        ({"nested": {"k\udcff": 1}}, "arguments['nested'] key"),
+    ],
+)
+def test_arguments_the_agent_cannot_parse_are_refused_before_sending(
+    arguments: dict[str, object], where: str
+) -> None:
+    conv = _synced()
+    with pytest.raises(InvalidArgumentError) as caught:
+        conv.send("guest-file-open", arguments)
+    assert caught.value.argument == where
+    assert where in str(caught.value)
+    assert "nothing was sent" in str(caught.value)
+    assert caught.value.__cause__ is None
+    assert caught.value.__suppress_context__
+    assert not caught.value.is_unreachable
+    assert isinstance(caught.value, ValueError)
+    assert not conv.in_flight  # nothing changed: the next request goes out
+    assert json.loads(conv.send("guest-ping"))["execute"] == "guest-ping"
+
+
+def test_a_refused_secret_is_not_in_the_error() -> None:
+    secret = "hunter2\udc80"
+    with pytest.raises(InvalidArgumentError) as caught:
+        encode_request("guest-set-user-password", {"username": "u", "password": secret})
+    assert "hunter2" not in repr(caught.value) + str(caught.value)
+    assert caught.value.__cause__ is None
+
+
+def test_non_ascii_arguments_go_as_utf8() -> None:
+    line = encode_request("guest-file-open", {"path": "/tmp/café"}, request_id=1)
+    assert "/tmp/café".encode() in line
+    assert json.loads(line)["arguments"]["path"] == "/tmp/café"

@@ -29,8 +29,9 @@ from ..errors import (
     AgentUnreachableError,
     ConnectionLostError,
     GuestAgentError,
+    ReplyTooLargeError,
 )
-from ..protocol import Conversation, Reply
+from ..protocol import DEFAULT_MAX_REPLY_BYTES, Conversation, Reply
 from .base import Request
 
 __all__ = ["DEFAULT_IDLE_TIMEOUT", "SocketTransport"]
@@ -48,6 +49,8 @@ class SocketTransport:
         idle_timeout: seconds without a request before the connection is given back
             (see the module docs); 0 connects per call, None keeps it open.
         target: how messages name what is reached (default ``socket PATH``).
+        max_reply_line: the largest reply taken; past it the reply is dropped unread and
+            ReplyTooLargeError raised (default: 96 MiB, above any legitimate reply).
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class SocketTransport:
         sock: socket.socket | None = None,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         target: str | None = None,
+        max_reply_line: int = DEFAULT_MAX_REPLY_BYTES,
     ) -> None:
         if (path is None) == (sock is None):
             raise ValueError("give either a socket path or a connected socket")
@@ -64,7 +68,8 @@ class SocketTransport:
         self.idle_timeout = idle_timeout
         self._sock = sock
         self._poller: select.poll | None = None
-        self._conversation = Conversation()
+        self.max_reply_line = max_reply_line
+        self._conversation = Conversation(max_reply_bytes=max_reply_line)
         self._lock = threading.Lock()
         self._last_used = time.monotonic()
         self._wake = threading.Event()
@@ -104,6 +109,16 @@ class SocketTransport:
                 )
             try:
                 return self._execute(request, timeout)
+            except GuestAgentError:
+                raise
+            except BaseException:
+                # KeyboardInterrupt, RecursionError, ...: it propagates unchanged, and the
+                # stream is in an unknown state (half a request written, a reply half
+                # read): resync before the next request, on a new connection if we can.
+                self._conversation.abandon()
+                if self.path is not None:
+                    self._disconnect()
+                raise
             finally:
                 self._last_used = time.monotonic()
                 if self.idle_timeout == 0:
@@ -111,49 +126,58 @@ class SocketTransport:
 
     def _execute(self, request: Request, timeout: float) -> Reply:
         deadline = time.monotonic() + timeout
-        sock, poller = self._sock, self._poller
-        reused = sock is not None
-        if sock is None or poller is None:
-            sock, poller = self._ensure_connected(request.command, timeout)
-        writing = True
+        phase = "connect"
         try:
-            try:
-                self._write(sock, poller, request, deadline)
-            except (BrokenPipeError, ConnectionResetError):
-                # A unix socket whose peer is gone fails the first write with nothing
-                # delivered: the agent or VM restarted since the last call. Reconnect once.
-                if not reused or self.path is None:
-                    raise
-                self._disconnect()
-                sock, poller = self._ensure_connected(request.command, timeout)
-                self._write(sock, poller, request, deadline)
-            writing = False
-            return self._receive(sock, poller, deadline)
+            while True:
+                fresh = self._sock is None or self._poller is None
+                sock, poller = self._ensure_connected(request.command, deadline)
+                phase = "sync"
+                try:
+                    # A request is written only to an agent that just proved it is there:
+                    # one written behind an unanswered resync would run whenever the agent
+                    # came back, long after its caller gave up.
+                    if self._conversation.needs_resync:
+                        self._send(sock, poller, self._conversation.resync(), deadline)
+                        self._receive(sock, poller, deadline)
+                    data = self._conversation.send(
+                        request.command, request.arguments, replies=request.replies
+                    )
+                    phase = "request"
+                    self._send(sock, poller, data, deadline)
+                    phase = "reply"
+                    reply = self._receive(sock, poller, deadline)
+                    assert reply is not None  # a request in flight ends only with its reply
+                    return reply
+                except (BrokenPipeError, ConnectionResetError):
+                    # A connection kept from an earlier call whose peer has gone (the agent
+                    # or VM restarted since): nothing of this request was delivered, so a
+                    # new connection may carry it. Once only.
+                    if fresh or self.path is None or phase not in ("sync", "request"):
+                        raise
+                    self._disconnect()
         except TimeoutError as exc:
             self._conversation.abandon()
-            raise self._timeout(request.command, timeout) from exc
+            raise self._timeout(request.command, timeout, sent=phase == "reply") from exc
         except OSError as exc:
             self._conversation.abandon()
             self._disconnect()
-            raise self._lost(request.command, exc, writing=writing) from exc
+            raise self._lost(request.command, exc, writing=phase != "reply") from exc
         except GuestAgentError as exc:
+            if isinstance(exc, ReplyTooLargeError) and self.path is not None:
+                self._disconnect()  # rather than drain the rest of it through the socket
             exc.target, exc.command = self._target, request.command
             raise
 
-    def _write(
-        self, sock: socket.socket, poller: select.poll, request: Request, deadline: float
-    ) -> None:
-        data = self._conversation.send(request.command, request.arguments, replies=request.replies)
+    @staticmethod
+    def _send(sock: socket.socket, poller: select.poll, data: bytes, deadline: float) -> None:
+        """Write all of ``data``, waiting for room no later than the deadline."""
         try:
             sent = sock.send(data)
         except BlockingIOError:
             sent = 0
-        if sent != len(data):  # a short write: finish it, bounded by the deadline
-            self._send(sock, poller, data[sent:], deadline)
-
-    @staticmethod
-    def _send(sock: socket.socket, poller: select.poll, data: bytes, deadline: float) -> None:
-        view = memoryview(data)
+        if sent == len(data):
+            return
+        view = memoryview(data)[sent:]
         while view:
             try:
                 view = view[sock.send(view) :]
@@ -164,10 +188,12 @@ class SocketTransport:
                 finally:
                     poller.modify(sock, select.POLLIN)
 
-    def _receive(self, sock: socket.socket, poller: select.poll, deadline: float) -> Reply:
+    def _receive(self, sock: socket.socket, poller: select.poll, deadline: float) -> Reply | None:
+        """The reply to the request in flight; with none in flight, None once the
+        resync is answered."""
         conv, buffer = self._conversation, self._buffer
         reply = conv.next_reply() if conv.buffered else None  # data left from before
-        while reply is None:
+        while reply is None and (conv.in_flight or conv.syncing):
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not poller.poll(math.ceil(remaining * 1000)):
                 raise TimeoutError
@@ -191,22 +217,24 @@ class SocketTransport:
             command=command,
         )
 
-    def _timeout(self, command: str, timeout: float) -> AgentTimeoutError:
-        never = not self._conversation.synced_once
-        hint = (
-            "is qemu-ga running in the guest? (another client may also be holding the "
-            "socket: a chardev serves one client at a time)"
-            if never
-            else "the command may still be running in the guest"
-        )
+    def _timeout(self, command: str, timeout: float, *, sent: bool) -> AgentTimeoutError:
+        if sent:
+            hint = "the command may still be running in the guest"
+        elif self._conversation.synced_once:
+            hint = "the agent stopped answering (it did not answer a resync); nothing was sent"
+        else:
+            hint = (
+                "the agent did not answer a resync, so nothing was sent: is qemu-ga running "
+                "in the guest? (another client may also be holding the socket: a chardev "
+                "serves one client at a time)"
+            )
         return AgentTimeoutError(
             f"no reply to {command} from {self._target} within {timeout:g} s: {hint}",
             target=self._target,
             command=command,
-            is_unreachable=never,
         )
 
-    def _ensure_connected(self, command: str, timeout: float) -> tuple[socket.socket, select.poll]:
+    def _ensure_connected(self, command: str, deadline: float) -> tuple[socket.socket, select.poll]:
         if self._sock is not None and self._poller is not None:
             return self._sock, self._poller
         if self._sock is None:
@@ -217,10 +245,40 @@ class SocketTransport:
                     target=self._target,
                     command=command,
                 )
+            self._sock = self._connect(command, deadline)
+            self._conversation = Conversation(max_reply_bytes=self.max_reply_line)
+            self._start_watcher()
+        sock = self._sock
+        sock.setblocking(False)  # I/O waits in poll(), bounded by the call's deadline
+        self._poller = select.poll()
+        self._poller.register(sock, select.POLLIN)
+        return sock, self._poller
+
+    def _connect(self, command: str, deadline: float) -> socket.socket:
+        """A new connection to the path; while the chardev's queue is full (EAGAIN),
+        retried with a short backoff until the deadline."""
+        assert self.path is not None
+        delay = 0.005
+        while True:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                sock.settimeout(timeout)
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
                 sock.connect(self.path)
+                return sock
+            except BlockingIOError as exc:
+                sock.close()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AgentUnreachableError(
+                        f"cannot connect to {self._target}: it is busy (other clients hold "
+                        "the socket and its queue is full; a chardev serves one client at a "
+                        "time). Share one GuestAgent object between threads instead of one "
+                        "each, or give the others idle_timeout=0",
+                        target=self._target,
+                        command=command,
+                    ) from exc
+                time.sleep(min(delay, remaining))
+                delay = min(delay * 2, 0.1)
             except OSError as exc:
                 sock.close()
                 raise AgentUnreachableError(
@@ -228,14 +286,6 @@ class SocketTransport:
                     target=self._target,
                     command=command,
                 ) from exc
-            self._sock = sock
-            self._conversation = Conversation()
-            self._start_watcher()
-        sock = self._sock
-        sock.setblocking(False)  # I/O waits in poll(), bounded by the call's deadline
-        self._poller = select.poll()
-        self._poller.register(sock, select.POLLIN)
-        return sock, self._poller
 
     def _start_watcher(self) -> None:
         if (
@@ -272,7 +322,7 @@ class SocketTransport:
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
         sock.close()
-        self._conversation = Conversation()
+        self._conversation = Conversation(max_reply_bytes=self.max_reply_line)
 
     def close(self) -> None:
         """Shut the connection down; the transport cannot be used afterwards."""
