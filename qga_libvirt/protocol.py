@@ -81,7 +81,7 @@ def encode_request(
         message["id"] = request_id
     try:
         return _ENCODER.encode(message).encode() + _NEWLINE
-    except (ValueError, TypeError):  # UnicodeEncodeError is a ValueError
+    except (ValueError, TypeError, RecursionError):  # UnicodeEncodeError is a ValueError
         # Not chained: a UnicodeEncodeError carries the whole string (a password, file
         # contents), and its repr would show it.
         raise _invalid_argument(command, arguments) from None
@@ -98,8 +98,10 @@ def _invalid_argument(command: str, arguments: Mapping[str, Any] | None) -> Inva
     )
 
 
-def _find_invalid(value: object, where: str) -> tuple[str, str]:
+def _find_invalid(value: object, where: str, depth: int = 0) -> tuple[str, str]:
     """The path of the first value that cannot go on the wire, and why."""
+    if depth > 200:  # the agent's parser stops at 1024 levels, Python's encoder sooner
+        return where, "is nested too deeply"
     if isinstance(value, str):
         if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
             return where, (
@@ -124,7 +126,7 @@ def _find_invalid(value: object, where: str) -> tuple[str, str]:
             return where, f"has a key of type {type(key).__name__}"
         found = _find_invalid(key, f"{where} key") if isinstance(key, str) else ("", "")
         if not found[0]:
-            found = _find_invalid(item, f"{where}[{key!r}]")
+            found = _find_invalid(item, f"{where}[{key!r}]", depth + 1)
         if found[0]:
             return found
     return "", ""

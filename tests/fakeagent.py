@@ -59,14 +59,14 @@ class Peer:
 class FakeAgent:
     """Serves ``path`` from a thread, one client at a time, until :meth:`stop`."""
 
-    def __init__(self, path: Path, handler: Handler | None = None) -> None:
+    def __init__(self, path: Path, handler: Handler | None = None, *, backlog: int = 4) -> None:
         self.path = path
         self.handler = handler
         self.requests: list[dict[str, Any]] = []
         self.connections = 0
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._server.bind(str(path))
-        self._server.listen(4)
+        self._server.listen(backlog)
         self._server.settimeout(0.1)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
