@@ -344,7 +344,7 @@ def test_unreachable_means_no_answer_from_the_agent(sock_path: Path) -> None:
                 request, "CommandNotFound", "The command guest-nosuch-fake has not been found"
             )
             return True
-        return request["execute"] == "guest-get-time"  # never answered
+        return bool(request["execute"] == "guest-get-time")  # never answered
 
     with FakeAgent(sock_path, cut):
         client = GuestAgent.from_socket(sock_path, timeout=0.3, idle_timeout=None)
