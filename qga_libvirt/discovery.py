@@ -173,9 +173,42 @@ def _is_uuid(text: str) -> bool:
 def lookup_domain(conn: Any, domain: str | int) -> Any:
     """Find a domain by name, UUID or numeric ID, like virsh does.
 
+    A connection that died since it was opened (libvirtd restarted) is reopened, on the
+    same URI, and the lookup made once more: it changes nothing, so it may run twice.
+
     Raises:
         DomainNotFoundError: no domain matches; the message names what was asked for.
+        LibvirtConnectionError: libvirtd is not answering at the connection's URI.
     """
+    try:
+        return _lookup(conn, domain)
+    except libvirt.libvirtError as exc:
+        if _alive(conn):
+            raise _lookup_failed(domain, exc) from exc
+    fresh = open_connection(conn.getURI())  # replaces a dead shared connection
+    try:
+        return _lookup(fresh, domain)
+    except libvirt.libvirtError as exc:
+        raise _lookup_failed(domain, exc) from exc
+
+
+def _alive(conn: Any) -> bool:
+    try:
+        return bool(conn.isAlive())
+    except libvirt.libvirtError:
+        return False
+
+
+def _lookup_failed(domain: str | int, exc: Any) -> LibvirtError:
+    return LibvirtError(
+        f"looking up domain '{domain}' failed: {exc.get_error_message()}",
+        libvirt_code=exc.get_error_code(),
+        target=f"domain '{domain}'",
+    )
+
+
+def _lookup(conn: Any, domain: str | int) -> Any:
+    """Raises DomainNotFoundError, or the libvirtError of any other failure."""
     text = str(domain)
     attempts: list[Any] = []
     if isinstance(domain, int) or text.isdigit():
@@ -189,11 +222,7 @@ def lookup_domain(conn: Any, domain: str | int) -> Any:
             return attempt()
         except libvirt.libvirtError as exc:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-                raise LibvirtError(
-                    f"looking up domain '{text}' failed: {exc.get_error_message()}",
-                    libvirt_code=exc.get_error_code(),
-                    target=f"domain '{text}'",
-                ) from exc
+                raise
             last = exc
     uri = conn.getURI()
     raise DomainNotFoundError(
@@ -285,12 +314,31 @@ def list_domains(uri: str | Any | None = None) -> list[DomainInfo]:
 
     Raises:
         LibvirtConnectionError: libvirt is not reachable at the URI.
+        LibvirtError: libvirt failed to list them.
     """
     conn = uri if isinstance(uri, libvirt.virConnect) else open_connection(uri)
+    try:
+        domains = conn.listAllDomains(0)
+    except libvirt.libvirtError as exc:
+        if _alive(conn):
+            raise _listing_failed(conn, exc) from exc
+        conn = open_connection(conn.getURI())  # libvirtd restarted: reopen, list again
+        try:
+            domains = conn.listAllDomains(0)
+        except libvirt.libvirtError as again:
+            raise _listing_failed(conn, again) from again
     infos = []
-    for dom in conn.listAllDomains(0):
+    for dom in domains:
         try:
             infos.append(describe_domain(dom))
         except LibvirtError:
             continue  # it went away while we looked
     return sorted(infos, key=lambda info: info.name)
+
+
+def _listing_failed(conn: Any, exc: Any) -> LibvirtError:
+    return LibvirtError(
+        f"listing the domains on {conn.getURI()} failed: {exc.get_error_message()}",
+        libvirt_code=exc.get_error_code(),
+        target=conn.getURI(),
+    )

@@ -9,7 +9,21 @@ its own ``guest-sync``. What it does not do, this transport does:
 - requests above :data:`MAX_REQUEST_BYTES` are refused before they are sent: a larger one
   leaves libvirt's agent connection unusable until the domain restarts (measured);
 - ``guest-sync-delimited`` is sent as ``guest-sync``: its 0xFF sentinel makes libvirt
-  close the agent for good, and libvirt already resynchronises.
+  close the agent for good, and libvirt already resynchronises;
+- libvirtd restarting (an upgrade) kills every open connection for good. A call that
+  meets a dead connection reopens it (same URI), finds the domain again by UUID and, when
+  nothing can have run twice, runs again once: when the request cannot have reached the
+  daemon, or the command is repeatable (it changes nothing, see :func:`repeatable`).
+  Otherwise it raises ConnectionLostError, saying the command may or may not have run.
+  To keep that case rare, a command that is not repeatable is preceded by a cheap probe
+  of the connection. While libvirtd is down, calls raise LibvirtConnectionError.
+
+libvirt's own bound. Before the first command, and after any timeout, libvirt sends its
+own ``guest-sync`` and waits up to 5 s for it, whatever timeout the call asked for (the
+domain's agent timeout, ``virsh guest-agent-timeout DOMAIN --timeout N``, lowers that
+bound for every client of the domain; this library does not change it behind the
+administrator's back). So a call to a hung agent through libvirt can take up to
+``max(timeout, 5 s)``; the error then says which of the two gave up.
 """
 
 from __future__ import annotations
@@ -19,6 +33,7 @@ import json
 import math
 import re
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
@@ -26,6 +41,7 @@ from urllib.parse import urlsplit
 import libvirt
 import libvirt_qemu
 
+from ..commands import by_wire_name
 from ..discovery import (
     AgentChannel,
     DomainInfo,
@@ -38,10 +54,12 @@ from ..errors import (
     AgentNotConnectedError,
     AgentUnreachableError,
     AgentUnresponsiveError,
+    ConnectionLostError,
     DomainNotFoundError,
     DomainNotRunningError,
     GuestAgentError,
     Hint,
+    LibvirtConnectionError,
     LibvirtError,
     ProtocolError,
     Remedy,
@@ -58,6 +76,7 @@ __all__ = [
     "Backend",
     "LibvirtTransport",
     "open_domain_transport",
+    "repeatable",
 ]
 
 MAX_REQUEST_BYTES: Final = 64 * 1024
@@ -69,19 +88,53 @@ base64) works, 3 MiB does not (measured)."""
 _AGENT_FAILED = re.compile(r"unable to execute QEMU agent command '([^']*)'(?:: (.*))?", re.S)
 _VIR_ERR_AGENT_COMMAND_TIMEOUT: Final = getattr(libvirt, "VIR_ERR_AGENT_COMMAND_TIMEOUT", 112)
 _VIR_ERR_AGENT_COMMAND_FAILED: Final = getattr(libvirt, "VIR_ERR_AGENT_COMMAND_FAILED", 113)
+LIBVIRT_SYNC_SECONDS: Final = 5
+"""How long libvirt waits for its own guest-sync, whatever the call's timeout (measured:
+timeout 1 -> 5.0 s against a hung agent; lowered only by the domain's agent timeout)."""
+# The request cannot have reached libvirtd: the connection was known closed, or the write
+# failed. (An "End of file while reading" may come after the daemon got the request.)
+_NEVER_SENT: Final = ("client socket is closed", "Cannot write data")
+# Arguments that name the agent's own handles: reading or closing one twice is not the
+# same as once (the next chunk; a process status the agent forgot after reporting it).
+_HANDLE_ARGUMENTS: Final = frozenset({"handle", "pid"})
+
+
+def repeatable(request: Request) -> bool:
+    """Whether running ``request`` twice is the same as running it once.
+
+    True for a declared command that changes nothing in the guest (its ``changes_guest``
+    fact) and touches none of the agent's own handles (file handles, exec pids).
+    """
+    declared = by_wire_name(request.command)
+    if declared is None or declared.facts.changes_guest:
+        return False
+    return not (request.arguments and _HANDLE_ARGUMENTS & request.arguments.keys())
+
+
+class _ConnectionDiedError(Exception):
+    """The libvirt connection died under a call (libvirtd exited or restarted)."""
+
+    def __init__(self, cause: Any, *, sent: bool) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.sent = sent
 
 
 class LibvirtTransport:
     """Talk to a domain's agent through libvirt.
 
     Args:
-        domain: an open ``libvirt.virDomain``.
+        domain: an open ``libvirt.virDomain``. Its connection's URI and the domain's
+            UUID are kept, to find it again after libvirtd restarts.
     """
 
     def __init__(self, domain: Any) -> None:
         self.domain = domain
         self.name: str = domain.name()
+        self.uuid: str = domain.UUIDString()
+        self.uri: str = domain.connect().getURI()
         self._target = f"domain '{self.name}'"
+        self._reopen_lock = threading.Lock()
 
     @property
     def target(self) -> str:
@@ -99,7 +152,11 @@ class LibvirtTransport:
         command, arguments = request.command, request.arguments
         if command == "guest-sync-delimited":
             command = "guest-sync"
-        text = encode_request(command, arguments).decode()
+        try:
+            text = encode_request(command, arguments).decode()
+        except GuestAgentError as exc:
+            exc.target, exc.command = self._target, request.command
+            raise
         if len(text) > MAX_REQUEST_BYTES:
             raise RequestTooLargeError(
                 f"{request.command} request to {self._target} is {len(text)} bytes; libvirt "
@@ -111,15 +168,49 @@ class LibvirtTransport:
                 target=self._target,
                 command=request.command,
             )
-        seconds = max(1, math.ceil(timeout))
+        deadline = time.monotonic() + timeout
+        again = repeatable(request)
+        domain = self.domain if again else self._probed(request.command, deadline)
         try:
-            out = libvirt_qemu.qemuAgentCommand(self.domain, text, seconds, 0)
+            return self._once(domain, request, text, timeout)
+        except _ConnectionDiedError as died:
+            uncertain = died.sent and not again
+            domain = self._reopen(request.command, died.cause, deadline, uncertain=uncertain)
+            if uncertain:
+                raise ConnectionLostError(
+                    f"libvirtd at {self.uri} went away while {request.command} was running "
+                    f"on {self._target}: it may or may not have run in the guest. The "
+                    "connection is open again: check the guest's state before retrying",
+                    target=self._target,
+                    command=request.command,
+                ) from died.cause
+        remaining = max(deadline - time.monotonic(), 1.0)
+        try:  # once more, on the new connection: nothing can have run twice
+            return self._once(domain, request, text, remaining)
+        except _ConnectionDiedError as died:
+            raise ConnectionLostError(
+                f"libvirtd at {self.uri} went away again while {request.command} was sent "
+                f"to {self._target}, right after the connection was reopened: "
+                f"{died.cause.get_error_message()}",
+                target=self._target,
+                command=request.command,
+            ) from died.cause
+
+    def _once(self, domain: Any, request: Request, text: str, timeout: float) -> Reply:
+        """One qemuAgentCommand; a dead connection raises _ConnectionDiedError."""
+        seconds = max(1, math.ceil(timeout))
+        started = time.monotonic()
+        try:
+            out = libvirt_qemu.qemuAgentCommand(domain, text, seconds, 0)
         except libvirt.libvirtError as exc:
+            if _dead(domain):
+                message = exc.get_error_message() or ""
+                raise _ConnectionDiedError(exc, sent=not message.startswith(_NEVER_SENT)) from exc
             if not request.replies and "disappeared while executing" in str(exc):
                 # guest-shutdown/suspend send no reply: libvirt saw the agent go away
                 # mid-command because the guest went down, which is their success.
                 return Reply(value=None)
-            return self._failed(exc, request.command, timeout)
+            return self._failed(exc, request.command, timeout, time.monotonic() - started)
         except (SystemError, UnicodeDecodeError) as exc:  # a reply libvirt-python cannot decode
             raise ProtocolError(
                 f"libvirt could not decode the reply to {request.command} from {self._target}",
@@ -128,20 +219,76 @@ class LibvirtTransport:
             ) from exc
         try:
             message = json.loads(out)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
+            deep = isinstance(exc, RecursionError)
             raise ProtocolError(
-                f"the reply to {request.command} from {self._target} is not JSON",
-                reply=out,
+                f"the reply to {request.command} from {self._target} is "
+                + ("nested too deeply to decode" if deep else "not JSON"),
+                reply=out[:1024] if deep else out,
                 target=self._target,
                 command=request.command,
-            ) from exc
+            ) from None if deep else exc
         try:
             return Reply.from_message(message)
         except GuestAgentError as exc:
             exc.target, exc.command = self._target, request.command
             raise
 
-    def _failed(self, exc: Any, command: str, timeout: float) -> Reply:
+    def _probed(self, command: str, deadline: float) -> Any:
+        """The domain, on a connection just seen alive: before a command that must not
+        run twice, so that a libvirtd restarted since the last call is found before the
+        command is sent rather than after. Costs one small RPC."""
+        domain = self.domain
+        try:
+            domain.connect().getLibVersion()
+        except libvirt.libvirtError as exc:
+            if not _dead(domain):
+                raise self.map_error(exc, command=command) from exc
+            domain = self._reopen(command, exc, deadline, uncertain=False)
+        return domain
+
+    def _reopen(self, command: str, cause: Any, deadline: float, *, uncertain: bool) -> Any:
+        """A new connection to the same URI, and the domain in it found by UUID.
+
+        libvirtd takes a moment to restart: connecting is retried, with a backoff, until
+        the call's deadline.
+
+        Raises:
+            LibvirtConnectionError: libvirtd did not answer at the URI by the deadline.
+            DomainNotFoundError: the domain is gone from the new connection.
+        """
+        with self._reopen_lock:
+            if not _dead(self.domain):  # another thread reopened it meanwhile
+                return self.domain
+            delay = 0.05
+            while True:
+                try:
+                    conn = open_connection(self.uri)
+                    break
+                except LibvirtConnectionError as exc:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        fate = (
+                            "it may or may not have run in the guest"
+                            if uncertain
+                            else "it was not sent"
+                        )
+                        raise LibvirtConnectionError(
+                            f"libvirtd is not answering at {self.uri} (it stopped or is "
+                            f"restarting), so {command} could not reach {self._target} "
+                            f"({fate}): calls work again once it is back [{exc.message}]",
+                            target=self._target,
+                            command=command,
+                        ) from cause
+                    time.sleep(min(delay, remaining))
+                    delay = min(delay * 2, 1.0)
+            try:
+                self.domain = conn.lookupByUUIDString(self.uuid)
+            except libvirt.libvirtError as exc:
+                raise self.map_error(exc, command=command) from exc
+            return self.domain
+
+    def _failed(self, exc: Any, command: str, timeout: float, waited: float) -> Reply:
         """An agent error comes back as a Reply; anything else is raised, typed."""
         code = exc.get_error_code()
         text = exc.get_error_message() or str(exc)
@@ -149,12 +296,21 @@ class LibvirtTransport:
         if failed and code in (libvirt.VIR_ERR_INTERNAL_ERROR, _VIR_ERR_AGENT_COMMAND_FAILED):
             desc = failed.group(2) or "unknown error"
             return Reply(error_class=_recover_class(desc), desc=desc)
-        raise self.map_error(exc, command=command, timeout=timeout) from exc
+        raise self.map_error(exc, command=command, timeout=timeout, waited=waited) from exc
 
     def map_error(
-        self, exc: Any, *, command: str | None = None, timeout: float | None = None
+        self,
+        exc: Any,
+        *,
+        command: str | None = None,
+        timeout: float | None = None,
+        waited: float | None = None,
     ) -> GuestAgentError:
-        """The typed error for a ``libvirtError`` met while talking to this domain."""
+        """The typed error for a ``libvirtError`` met while talking to this domain.
+
+        ``waited``: how long the call took, to tell libvirt's own sync giving up (its
+        fixed bound) from the command's timeout.
+        """
         code = exc.get_error_code()
         text = exc.get_error_message() or str(exc)
         name, where = self.name, self._target
@@ -166,7 +322,14 @@ class LibvirtTransport:
             )
         if code == libvirt.VIR_ERR_OPERATION_INVALID and "not running" in text:
             return DomainNotRunningError(
-                f"{where} is not running: start it first (virsh start {name})", **kwargs
+                f"{where} is not running: {_start_hint(name, self._state())}", **kwargs
+            )
+        if "disappeared while executing" in text:
+            return ConnectionLostError(
+                f"the guest agent of {where} went away while running {command or 'the command'}"
+                " (the agent restarted, or the guest rebooted or shut down): it may or may "
+                f"not have run; the next call waits for the agent again [{text}]",
+                **kwargs,
             )
         if code == libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED and "not configured" in text:
             return AgentNotConfiguredError(_not_configured(name), **kwargs)
@@ -182,10 +345,19 @@ class LibvirtTransport:
                     "libvirt closed its agent connection after an error; it reopens it when "
                     "the agent restarts in the guest, or when the domain restarts"
                 )
-            else:
-                waited = f" within {timeout:g} s" if timeout is not None else ""
+            elif timeout is not None and waited is not None and waited < timeout - 0.5:
+                # Our timeout had not passed: libvirt's own guest-sync gave up first.
                 hint = (
-                    f"no answer{waited}: the agent may be busy, hung, or still starting; "
+                    f"no answer to libvirt's own guest-sync within {waited:.0f} s, which "
+                    f"libvirt waits for at most {LIBVIRT_SYNC_SECONDS} s whatever the timeout "
+                    "asked (nothing was sent): the agent is busy, hung, or restarting; a "
+                    "longer timeout cannot help, restart qemu-guest-agent in the guest if "
+                    "it persists"
+                )
+            else:
+                within = f" within {timeout:g} s" if timeout is not None else ""
+                hint = (
+                    f"no answer{within}: the agent may be busy, hung, or still starting; "
                     "retry with a longer timeout, or restart qemu-guest-agent in the guest"
                 )
             return AgentUnresponsiveError(f"the guest agent of {where}: {hint} [{text}]", **kwargs)
@@ -226,8 +398,31 @@ class LibvirtTransport:
             with contextlib.suppress(libvirt.libvirtError):
                 conn.domainEventDeregisterAny(callback)
 
+    def _state(self) -> str | None:
+        try:
+            state: str | None = describe_domain(self.domain).state
+        except GuestAgentError:
+            state = None
+        return state
+
     def close(self) -> None:
         """Nothing to release: the libvirt connection is shared (see discovery)."""
+
+
+def _dead(domain: Any) -> bool:
+    """Whether the domain's connection is dead (known only after an RPC failed on it)."""
+    try:
+        return not domain.connect().isAlive()
+    except libvirt.libvirtError:
+        return True
+
+
+def _start_hint(name: str, state: str | None) -> str:
+    if state == "paused":
+        return f"it is paused: resume it (virsh resume {name})"
+    if state == "pmsuspended":
+        return f"it is suspended by the guest: wake it (virsh dompmwakeup {name})"
+    return f"start it first (virsh start {name})"
 
 
 def _recover_class(desc: str) -> str:
@@ -291,7 +486,7 @@ def open_domain_transport(
     name = info.name
     if not info.running:
         raise DomainNotRunningError(
-            f"domain '{name}' is {info.state}: start it first (virsh start {name})",
+            f"domain '{name}' is {info.state}: {_start_hint(name, info.state)}",
             target=f"domain '{name}'",
         )
     channel = info.agent_channel
