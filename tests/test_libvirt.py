@@ -236,6 +236,11 @@ class FakeLibvirtError(libvirt.libvirtError):  # type: ignore[misc]
         ),
         (86, "Guest agent is not responding: Guest agent not available for now", "Unresponsive"),
         (112, "Guest agent command timed out", "Unresponsive"),
+        (
+            86,
+            "Guest agent is not responding: Guest agent disappeared while executing command",
+            "ConnectionLost",
+        ),
         (74, "argument unsupported: QEMU guest agent is not configured", "NotConfigured"),
         (55, "Requested operation is not valid: domain is not running", "DomainNotRunning"),
         (42, "Domain not found", "DomainNotFound"),

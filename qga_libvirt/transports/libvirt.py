@@ -52,6 +52,7 @@ from ..discovery import (
 from ..errors import (
     AgentNotConfiguredError,
     AgentNotConnectedError,
+    AgentTimeoutError,
     AgentUnreachableError,
     AgentUnresponsiveError,
     ConnectionLostError,
@@ -184,7 +185,15 @@ class LibvirtTransport:
                     target=self._target,
                     command=request.command,
                 ) from died.cause
-        remaining = max(deadline - time.monotonic(), 1.0)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AgentTimeoutError(
+                f"libvirtd at {self.uri} restarted during {request.command}; the connection "
+                f"to {self._target} is open again, but the {timeout:g} s timeout passed "
+                "before the command could be sent again: retry it",
+                target=self._target,
+                command=request.command,
+            ) from None
         try:  # once more, on the new connection: nothing can have run twice
             return self._once(domain, request, text, remaining)
         except _ConnectionDiedError as died:
