@@ -27,7 +27,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from .errors import ProtocolError
+from .errors import InvalidArgumentError, ProtocolError
 from .models import (
     AgentInfo,
     CaptureOutputMode,
@@ -574,8 +574,22 @@ class Commands:
 
         The password is sent base64-encoded, as the agent wants it, and never appears in
         an error message.
+
+        Raises:
+            InvalidArgumentError: the password is not valid Unicode text (a lone
+                surrogate); nothing was sent.
         """
-        return {"username": username, "password": b64(password.encode()), "crypted": crypted}
+        try:
+            encoded = password.encode()
+        except UnicodeEncodeError:
+            # Not chained: the UnicodeEncodeError's repr holds the password.
+            raise InvalidArgumentError(
+                "guest-set-user-password: arguments['password'] contains a lone surrogate, "
+                "which cannot be sent as UTF-8; nothing was sent",
+                command="guest-set-user-password",
+                argument="arguments['password']",
+            ) from None
+        return {"username": username, "password": b64(encoded), "crypted": crypted}
 
     @command(
         "guest-ssh-get-authorized-keys",

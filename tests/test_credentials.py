@@ -15,7 +15,13 @@ from typing import Any
 
 import pytest
 
-from qga_libvirt import AgentCommandError, FakeTransport, GuestAgent, GuestAgentError
+from qga_libvirt import (
+    AgentCommandError,
+    FakeTransport,
+    GuestAgent,
+    GuestAgentError,
+    InvalidArgumentError,
+)
 from qga_libvirt.protocol import Reply
 from qga_libvirt.transports.base import Request
 
@@ -81,6 +87,19 @@ def test_transport_failure_shows_no_password(caplog: pytest.LogCaptureFixture) -
         GuestAgent(FakeTransport(unreachable)).set_user_password("alice", password)
     assert "guest-set-user-password" in str(caught.value)
     assert_nowhere(password, caplog.text, *everything_about(caught.value))
+
+
+def test_password_with_a_lone_surrogate_is_refused_typed_and_unshown() -> None:
+    """It raised an untyped UnicodeEncodeError whose repr held the password."""
+    password = f"{secret_password()}\udc80"
+    fake = FakeTransport(lambda request: {})
+    with pytest.raises(InvalidArgumentError) as caught:
+        GuestAgent(fake).set_user_password("alice", password)
+    assert caught.value.argument == "arguments['password']"
+    assert fake.requests == []  # nothing sent
+    visible = password[:-1]
+    for text in everything_about(caught.value):
+        assert visible not in text
 
 
 def test_replace_authorized_keys_is_add_with_reset() -> None:
