@@ -236,8 +236,10 @@ class AgentNotConnectedError(AgentUnreachableError):
 class AgentTimeoutError(GuestAgentError):
     """No reply came within the timeout.
 
-    The request may still be running in the guest; the connection is resynchronised
-    before it is used again, so a late reply never reaches another caller.
+    The message says whether the request was sent (then it may still be running in the
+    guest) or not (the agent did not even answer the resync before it). The connection
+    is resynchronised before it is used again, so a late reply never reaches another
+    caller.
     """
 
     code = ERR_TIMED_OUT

@@ -9,7 +9,13 @@ call; ``None`` keeps the connection until :meth:`SocketTransport.close`. Connect
 always shut down before they are closed, so the agent sees the end at once.
 
 If the agent went away (agent or VM restart), the next call finds the dead connection
-before writing and reconnects.
+before its request is written and reconnects. While other clients hold the socket and
+QEMU's queue is full (connect fails with EAGAIN), connecting is retried with a short
+backoff until the call's deadline.
+
+Whatever escapes a call (a timeout, a broken stream, KeyboardInterrupt, RecursionError)
+leaves the transport usable: the conversation is abandoned, so the next call resyncs,
+on a new connection where there is a path to reconnect to.
 """
 
 from __future__ import annotations
