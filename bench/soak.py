@@ -74,13 +74,15 @@ class Tally:
 
 
 def timed(tally: Tally, target: Target, what: str, call: Callable[[], Any]) -> Any:
-    """One call: counted, timed against TIMEOUT, its error classified."""
+    """One call: counted, timed against TIMEOUT, its error classified. After an error
+    the worker pauses a little, as a real client would, rather than spin."""
     started = time.monotonic()
     try:
         return call()
     except GuestAgentError as exc:
         with tally.lock:
             tally.typed[f"{target.backend}:{type(exc).__name__}"] += 1
+        time.sleep(0.1)
         return None
     except Exception as exc:  # exactly what the soak is looking for
         with tally.lock:
@@ -149,7 +151,7 @@ def worker(target: Target, tally: Tally, stop: threading.Event, seed: int) -> No
 
 
 def recover(target: Target, tally: Tally, fault: str, injected: float) -> None:
-    deadline = injected + 120
+    deadline = injected + 240
     while time.monotonic() < deadline:
         try:
             target.agent.call("guest-ping", timeout=2)
@@ -171,19 +173,23 @@ def injector(
     tally: Tally,
     stop: threading.Event,
 ) -> None:
-    faults: list[tuple[str, str, Callable[[], None]]] = []
+    quick: list[tuple[str, str, Callable[[], None]]] = []
+    resets: list[tuple[str, str, Callable[[], None]]] = []
     for target in targets.values():
         if "kill" in target.faults:
-            faults.append((f"{target.name}: agent killed", target.name, kill_agent(target)))
+            quick.append((f"{target.name}: agent killed", target.name, kill_agent(target)))
         if "stop" in target.faults:
-            faults.append((f"{target.name}: agent stopped 4 s", target.name, stop_agent(target)))
+            quick.append((f"{target.name}: agent stopped 4 s", target.name, stop_agent(target)))
         if "reset" in target.faults:
-            faults.append((f"{target.name}: guest reset", target.name, reset(conn, target)))
-    faults.append(("host: agent restarted", "host", host.restart))
-    faults.append(("libvirt: libvirtd restarted", "libvirt", lambda: restart(proxy)))
+            resets.append((f"{target.name}: guest reset", target.name, reset(conn, target)))
+    quick.append(("host: agent restarted", "host", host.restart))
+    quick.append(("libvirt: libvirtd restarted", "libvirt", lambda: restart(proxy)))
+    # Quick faults in turn; each guest reset (a whole boot under TCG) once, after the
+    # first round.
+    order = quick + resets
     i = 0
-    while not stop.wait(4):
-        label, name, inject = faults[i % len(faults)]
+    while not stop.wait(3):
+        label, name, inject = order[i] if i < len(order) else quick[i % len(quick)]
         i += 1
         try:
             inject()
@@ -193,6 +199,7 @@ def injector(
         injected = time.monotonic()
         with tally.lock:
             tally.faults[label] += 1
+        time.sleep(1.0)  # let it land (the agent kills itself from a child)
         recover(targets[name], tally, label, injected)
         print(f"  fault {label}: back after {tally.recovery[label][-1]:.1f} s", flush=True)
 

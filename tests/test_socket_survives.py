@@ -32,6 +32,7 @@ from qga_libvirt.testing import HostAgent
 from qga_libvirt.transports.socket import SocketTransport
 
 from .fakeagent import FakeAgent, Peer, line
+from .lab import Lab
 
 
 @pytest.fixture
@@ -359,5 +360,60 @@ def test_unreachable_means_no_answer_from_the_agent(sock_path: Path) -> None:
             with pytest.raises(AgentCommandError) as refused:
                 client.call("guest-nosuch-fake")
             assert not refused.value.is_unreachable
+        finally:
+            client.close()
+
+
+@pytest.mark.vm
+def test_a_busy_qemu_chardev_is_retried_then_said_busy(lab: Lab) -> None:
+    """The same against QEMU's own chardev (the lab's raw-socket guest): it queues a
+    couple of connections, then connect() fails with EAGAIN."""
+    holder = GuestAgent.from_domain(lab.sock, lab.conn, idle_timeout=None)
+    assert isinstance(holder.transport, SocketTransport)
+    path = holder.transport.path
+    assert path is not None
+    holder.ping()  # holds the chardev
+    filled: list[socket.socket] = []
+    try:
+        for _ in range(16):
+            s = socket.socket(socket.AF_UNIX)
+            s.setblocking(False)
+            try:
+                s.connect(path)
+            except BlockingIOError:
+                s.close()
+                break
+            filled.append(s)
+        else:
+            pytest.fail("QEMU's queue never filled")
+        late = GuestAgent.from_socket(path, timeout=1)
+        started = time.monotonic()
+        with pytest.raises(AgentUnreachableError, match="busy"):
+            late.ping()
+        assert time.monotonic() - started > 0.9
+    finally:
+        for s in filled:
+            s.close()
+        holder.close()
+    assert GuestAgent.from_domain(lab.sock, lab.conn).with_timeout(30).ping() is None
+
+
+def test_waiting_for_another_threads_call_counts_against_the_timeout(sock_path: Path) -> None:
+    """One call at a time per connection: a call queued behind a slow one gives up at its
+    own deadline (it used to wait for the lock first, then start its timeout)."""
+    with FakeAgent(sock_path, slow_sync(2.0)):
+        client = GuestAgent.from_socket(sock_path, timeout=10, idle_timeout=None)
+        try:
+            client.ping()
+            slow = threading.Thread(target=client.sync, args=(1,))
+            slow.start()
+            time.sleep(0.3)
+            started = time.monotonic()
+            with pytest.raises(AgentTimeoutError) as caught:
+                client.call("guest-ping", timeout=0.5)
+            assert time.monotonic() - started < 1.2
+            assert "not sent" in str(caught.value)
+            slow.join(10)
+            assert client.sync(3) == 3
         finally:
             client.close()

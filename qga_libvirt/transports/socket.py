@@ -106,32 +106,40 @@ class SocketTransport:
         return self._sock is not None
 
     def execute(self, request: Request, timeout: float) -> Reply:
-        with self._lock:
+        # Waiting for another thread's call counts against this call's timeout.
+        deadline = time.monotonic() + timeout
+        if not self._lock.acquire(timeout=max(timeout, 0)):
+            raise AgentTimeoutError(
+                f"{request.command} to {self._target} waited {timeout:g} s for other calls "
+                "on this connection to finish (one runs at a time), so it was not sent",
+                target=self._target,
+                command=request.command,
+            )
+        try:
             if self._closed:
                 raise AgentUnreachableError(
                     f"{self._target} was closed; open a new GuestAgent",
                     target=self._target,
                     command=request.command,
                 )
-            try:
-                return self._execute(request, timeout)
-            except GuestAgentError:
-                raise
-            except BaseException:
-                # KeyboardInterrupt, RecursionError, ...: it propagates unchanged, and the
-                # stream is in an unknown state (half a request written, a reply half
-                # read): resync before the next request, on a new connection if we can.
-                self._conversation.abandon()
-                if self.path is not None:
-                    self._disconnect()
-                raise
-            finally:
-                self._last_used = time.monotonic()
-                if self.idle_timeout == 0:
-                    self._disconnect()
+            return self._execute(request, timeout, deadline)
+        except GuestAgentError:
+            raise
+        except BaseException:
+            # KeyboardInterrupt, RecursionError, ...: it propagates unchanged, and the
+            # stream is in an unknown state (half a request written, a reply half read):
+            # resync before the next request, on a new connection if we can.
+            self._conversation.abandon()
+            if self.path is not None:
+                self._disconnect()
+            raise
+        finally:
+            self._last_used = time.monotonic()
+            if self.idle_timeout == 0:
+                self._disconnect()
+            self._lock.release()
 
-    def _execute(self, request: Request, timeout: float) -> Reply:
-        deadline = time.monotonic() + timeout
+    def _execute(self, request: Request, timeout: float, deadline: float) -> Reply:
         phase = "connect"
         try:
             while True:
