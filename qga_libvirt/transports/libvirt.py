@@ -136,6 +136,7 @@ class LibvirtTransport:
         self.uri: str = domain.connect().getURI()
         self._target = f"domain '{self.name}'"
         self._reopen_lock = threading.Lock()
+        self._calls = threading.Lock()
 
     @property
     def target(self) -> str:
@@ -170,10 +171,26 @@ class LibvirtTransport:
                 command=request.command,
             )
         deadline = time.monotonic() + timeout
+        # libvirt runs one agent command per domain at a time, and a call queued inside
+        # libvirtd waits without regard to its timeout: queue here, against the deadline.
+        if not self._calls.acquire(timeout=max(timeout, 0)):
+            raise AgentTimeoutError(
+                f"{request.command} to {self._target} waited {timeout:g} s for other calls "
+                "to this domain's agent to finish (libvirt runs one at a time), so it was "
+                "not sent",
+                target=self._target,
+                command=request.command,
+            )
+        try:
+            return self._execute(request, text, timeout, deadline)
+        finally:
+            self._calls.release()
+
+    def _execute(self, request: Request, text: str, timeout: float, deadline: float) -> Reply:
         again = repeatable(request)
         domain = self.domain if again else self._probed(request.command, deadline)
         try:
-            return self._once(domain, request, text, timeout)
+            return self._once(domain, request, text, deadline - time.monotonic(), timeout)
         except _ConnectionDiedError as died:
             uncertain = died.sent and not again
             domain = self._reopen(request.command, died.cause, deadline, uncertain=uncertain)
@@ -195,7 +212,7 @@ class LibvirtTransport:
                 command=request.command,
             ) from None
         try:  # once more, on the new connection: nothing can have run twice
-            return self._once(domain, request, text, remaining)
+            return self._once(domain, request, text, remaining, timeout)
         except _ConnectionDiedError as died:
             raise ConnectionLostError(
                 f"libvirtd at {self.uri} went away again while {request.command} was sent "
@@ -205,9 +222,13 @@ class LibvirtTransport:
                 command=request.command,
             ) from died.cause
 
-    def _once(self, domain: Any, request: Request, text: str, timeout: float) -> Reply:
-        """One qemuAgentCommand; a dead connection raises _ConnectionDiedError."""
-        seconds = max(1, math.ceil(timeout))
+    def _once(
+        self, domain: Any, request: Request, text: str, remaining: float, timeout: float
+    ) -> Reply:
+        """One qemuAgentCommand given ``remaining`` seconds (libvirt counts in whole
+        seconds, at least 1; ``timeout`` is what the caller asked, for messages); a dead
+        connection raises _ConnectionDiedError."""
+        seconds = max(1, math.ceil(remaining))
         started = time.monotonic()
         try:
             out = libvirt_qemu.qemuAgentCommand(domain, text, seconds, 0)
@@ -219,7 +240,7 @@ class LibvirtTransport:
                 # guest-shutdown/suspend send no reply: libvirt saw the agent go away
                 # mid-command because the guest went down, which is their success.
                 return Reply(value=None)
-            return self._failed(exc, request.command, timeout, time.monotonic() - started)
+            return self._failed(exc, request.command, timeout, time.monotonic() - started, seconds)
         except (SystemError, UnicodeDecodeError) as exc:  # a reply libvirt-python cannot decode
             raise ProtocolError(
                 f"libvirt could not decode the reply to {request.command} from {self._target}",
@@ -297,7 +318,9 @@ class LibvirtTransport:
                 raise self.map_error(exc, command=command) from exc
             return self.domain
 
-    def _failed(self, exc: Any, command: str, timeout: float, waited: float) -> Reply:
+    def _failed(
+        self, exc: Any, command: str, timeout: float, waited: float, allowed: float
+    ) -> Reply:
         """An agent error comes back as a Reply; anything else is raised, typed."""
         code = exc.get_error_code()
         text = exc.get_error_message() or str(exc)
@@ -305,7 +328,9 @@ class LibvirtTransport:
         if failed and code in (libvirt.VIR_ERR_INTERNAL_ERROR, _VIR_ERR_AGENT_COMMAND_FAILED):
             desc = failed.group(2) or "unknown error"
             return Reply(error_class=_recover_class(desc), desc=desc)
-        raise self.map_error(exc, command=command, timeout=timeout, waited=waited) from exc
+        raise self.map_error(
+            exc, command=command, timeout=timeout, waited=waited, allowed=allowed
+        ) from exc
 
     def map_error(
         self,
@@ -314,11 +339,13 @@ class LibvirtTransport:
         command: str | None = None,
         timeout: float | None = None,
         waited: float | None = None,
+        allowed: float | None = None,
     ) -> GuestAgentError:
         """The typed error for a ``libvirtError`` met while talking to this domain.
 
-        ``waited``: how long the call took, to tell libvirt's own sync giving up (its
-        fixed bound) from the command's timeout.
+        ``waited``: how long libvirt took, out of the ``allowed`` seconds it was given
+        (default ``timeout``), to tell libvirt's own sync giving up (its fixed bound)
+        from the command's timeout.
         """
         code = exc.get_error_code()
         text = exc.get_error_message() or str(exc)
@@ -354,7 +381,7 @@ class LibvirtTransport:
                     "libvirt closed its agent connection after an error; it reopens it when "
                     "the agent restarts in the guest, or when the domain restarts"
                 )
-            elif timeout is not None and waited is not None and waited < timeout - 0.5:
+            elif waited is not None and waited < (allowed or timeout or 0) - 0.5:
                 # Our timeout had not passed: libvirt's own guest-sync gave up first.
                 hint = (
                     f"no answer to libvirt's own guest-sync within {waited:.0f} s, which "
