@@ -135,8 +135,7 @@ class LibvirtTransport:
         self.uuid: str = domain.UUIDString()
         self.uri: str = domain.connect().getURI()
         self._target = f"domain '{self.name}'"
-        self._reopen_lock = threading.Lock()
-        self._calls = threading.Lock()
+        self._calls = threading.Lock()  # one call at a time, as libvirt runs them
 
     @property
     def target(self) -> str:
@@ -249,15 +248,21 @@ class LibvirtTransport:
             ) from exc
         try:
             message = json.loads(out)
-        except (TypeError, ValueError, RecursionError) as exc:
-            deep = isinstance(exc, RecursionError)
+        except RecursionError:
             raise ProtocolError(
-                f"the reply to {request.command} from {self._target} is "
-                + ("nested too deeply to decode" if deep else "not JSON"),
-                reply=out[:1024] if deep else out,
+                f"the reply to {request.command} from {self._target} is nested too deeply "
+                "to decode",
+                reply=out[:1024],
                 target=self._target,
                 command=request.command,
-            ) from None if deep else exc
+            ) from None  # a traceback thousands of frames deep says nothing more
+        except (TypeError, ValueError) as exc:
+            raise ProtocolError(
+                f"the reply to {request.command} from {self._target} is not JSON",
+                reply=out,
+                target=self._target,
+                command=request.command,
+            ) from exc
         try:
             return Reply.from_message(message)
         except GuestAgentError as exc:
@@ -287,36 +292,29 @@ class LibvirtTransport:
             LibvirtConnectionError: libvirtd did not answer at the URI by the deadline.
             DomainNotFoundError: the domain is gone from the new connection.
         """
-        with self._reopen_lock:
-            if not _dead(self.domain):  # another thread reopened it meanwhile
-                return self.domain
-            delay = 0.05
-            while True:
-                try:
-                    conn = open_connection(self.uri)
-                    break
-                except LibvirtConnectionError as exc:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        fate = (
-                            "it may or may not have run in the guest"
-                            if uncertain
-                            else "it was not sent"
-                        )
-                        raise LibvirtConnectionError(
-                            f"libvirtd is not answering at {self.uri} (it stopped or is "
-                            f"restarting), so {command} could not reach {self._target} "
-                            f"({fate}): calls work again once it is back [{exc.message}]",
-                            target=self._target,
-                            command=command,
-                        ) from cause
-                    time.sleep(min(delay, remaining))
-                    delay = min(delay * 2, 1.0)
+        delay = 0.05
+        while True:
             try:
-                self.domain = conn.lookupByUUIDString(self.uuid)
-            except libvirt.libvirtError as exc:
-                raise self.map_error(exc, command=command) from exc
-            return self.domain
+                conn = open_connection(self.uri)  # the shared one, if another reopened it
+                break
+            except LibvirtConnectionError as exc:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    fate = "it may or may not have run in the guest" if uncertain else "not sent"
+                    raise LibvirtConnectionError(
+                        f"libvirtd is not answering at {self.uri} (it stopped or is "
+                        f"restarting), so {command} could not reach {self._target} "
+                        f"({fate}): calls work again once it is back [{exc.message}]",
+                        target=self._target,
+                        command=command,
+                    ) from cause
+                time.sleep(min(delay, remaining))
+                delay = min(delay * 2, 1.0)
+        try:
+            self.domain = conn.lookupByUUIDString(self.uuid)
+        except libvirt.libvirtError as exc:
+            raise self.map_error(exc, command=command) from exc
+        return self.domain
 
     def _failed(
         self, exc: Any, command: str, timeout: float, waited: float, allowed: float
