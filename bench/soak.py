@@ -10,10 +10,10 @@ the host's qemu-ga (socket backend), a tiny guest with a raw QEMU chardev socket
 front of libvirtd (libvirt backend; the forwarder plays libvirtd restarts without
 touching the shared daemon, see tests/daemonproxy.py).
 
-Faults, in turn: the agent killed in a guest (its init respawns it), the agent stopped
-(SIGSTOP) for a few seconds, the host agent restarted, libvirtd restarted (down ~1 s),
-a guest reset (reboot). After each, the injector measures how long until the target
-answers again.
+Faults, each target's in turn (an injector per target): the agent killed in a guest (its
+init respawns it), the agent stopped (SIGSTOP) for 4 s, the host agent restarted,
+libvirtd restarted (down ~1 s), a guest reset (reboot). After each, the injector measures
+how long until the target answers again.
 
 Printed: calls made, faults injected, wrong replies (must be 0: a value that is not the
 answer to what was asked), untyped errors (must be 0: anything not a GuestAgentError),
@@ -166,30 +166,16 @@ def recover(target: Target, tally: Tally, fault: str, injected: float) -> None:
 
 
 def injector(
-    targets: dict[str, Target],
-    host: HostAgent,
-    proxy: DaemonProxy,
-    conn: Any,
+    target: Target,
+    faults: list[tuple[str, Callable[[], None]]],
     tally: Tally,
     stop: threading.Event,
 ) -> None:
-    quick: list[tuple[str, str, Callable[[], None]]] = []
-    resets: list[tuple[str, str, Callable[[], None]]] = []
-    for target in targets.values():
-        if "kill" in target.faults:
-            quick.append((f"{target.name}: agent killed", target.name, kill_agent(target)))
-        if "stop" in target.faults:
-            quick.append((f"{target.name}: agent stopped 4 s", target.name, stop_agent(target)))
-        if "reset" in target.faults:
-            resets.append((f"{target.name}: guest reset", target.name, reset(conn, target)))
-    quick.append(("host: agent restarted", "host", host.restart))
-    quick.append(("libvirt: libvirtd restarted", "libvirt", lambda: restart(proxy)))
-    # Quick faults in turn; each guest reset (a whole boot under TCG) once, after the
-    # first round.
-    order = quick + resets
+    """Breaks one target in turn (each target has its own injector, so a guest that takes
+    minutes to reboot does not hold the others' faults up), and times its recovery."""
     i = 0
     while not stop.wait(3):
-        label, name, inject = order[i] if i < len(order) else quick[i % len(quick)]
+        label, inject = faults[i % len(faults)]
         i += 1
         try:
             inject()
@@ -199,9 +185,28 @@ def injector(
         injected = time.monotonic()
         with tally.lock:
             tally.faults[label] += 1
-        time.sleep(1.0)  # let it land (the agent kills itself from a child)
-        recover(targets[name], tally, label, injected)
+        time.sleep(1.0)  # let it land (the agent is killed from a child it started)
+        recover(target, tally, label, injected)
         print(f"  fault {label}: back after {tally.recovery[label][-1]:.1f} s", flush=True)
+
+
+def faults_for(
+    target: Target, host: HostAgent, proxy: DaemonProxy, conn: Any
+) -> list[tuple[str, Callable[[], None]]]:
+    """The target's faults, quick ones first; a guest reset (a whole boot under TCG)
+    ends each round."""
+    faults: list[tuple[str, Callable[[], None]]] = []
+    if "kill" in target.faults:
+        faults.append((f"{target.name}: agent killed", kill_agent(target)))
+    if "stop" in target.faults:
+        faults.append((f"{target.name}: agent stopped 4 s", stop_agent(target)))
+    if target.name == "host":
+        faults.append(("host: agent restarted", host.restart))
+    if target.backend == "libvirt":
+        faults.append(("libvirt: libvirtd restarted", lambda: restart(proxy)))
+    if "reset" in target.faults:
+        faults.append((f"{target.name}: guest reset", reset(conn, target)))
+    return faults
 
 
 def restart(proxy: DaemonProxy) -> None:
@@ -222,7 +227,7 @@ def reset(conn: Any, target: Target) -> Callable[[], None]:
 def kill_agent(target: Target) -> Callable[[], None]:
     def inject() -> None:
         target.agent.call(
-            "guest-exec", {"path": "/bin/sh", "arg": ["-c", "sleep 0.2; kill -9 $PPID"]}
+            "guest-exec", {"path": "/bin/sh", "arg": ["-c", "sleep 0.5; kill -9 $PPID"]}
         )
 
     return inject
@@ -232,7 +237,11 @@ def stop_agent(target: Target) -> Callable[[], None]:
     def inject() -> None:
         target.agent.call(
             "guest-exec",
-            {"path": "/bin/sh", "arg": ["-c", "kill -STOP $PPID; sleep 4; kill -CONT $PPID"]},
+            {
+                "path": "/bin/sh",
+                # The pause lets the agent send this exec's reply before it stops.
+                "arg": ["-c", "sleep 0.5; kill -STOP $PPID; sleep 4; kill -CONT $PPID"],
+            },
         )
 
     return inject
@@ -284,13 +293,14 @@ def main(seconds: float = 150.0) -> Tally:
                 for n, t in enumerate(targets.values())
                 for k in range(2)
             ]
-            threads.append(
+            threads += [
                 threading.Thread(
                     target=injector,
-                    args=(targets, host, proxy, conn, tally, stop),
+                    args=(t, faults_for(t, host, proxy, conn), tally, stop),
                     daemon=True,
                 )
-            )
+                for t in targets.values()
+            ]
             started = time.monotonic()
             print(f"soak: running {seconds:.0f} s", flush=True)
             for t in threads:
