@@ -417,3 +417,40 @@ def test_waiting_for_another_threads_call_counts_against_the_timeout(sock_path: 
             assert client.sync(3) == 3
         finally:
             client.close()
+
+
+def test_a_stopped_real_agent_runs_none_of_the_requests_that_were_not_sent(
+    tmp_path: Path,
+) -> None:
+    """The issue's case on the real qemu-ga. On a healthy connection the first request
+    goes out at once (no round trip is spent proving the agent is there), so when the
+    agent stops, that one may run later, and its error says so. Every call after that
+    timeout resyncs first and sends nothing: when the agent resumes, none of them runs
+    (they all used to)."""
+    markers = [tmp_path / f"ran-{i}" for i in range(3)]
+    with HostAgent(tmp_path / "agent") as host:
+        assert host.process is not None
+        client = GuestAgent.from_socket(host.socket, timeout=5, idle_timeout=None)
+
+        def touch(marker: Path) -> AgentTimeoutError:
+            with pytest.raises(AgentTimeoutError) as caught:
+                client.call("guest-exec", {"path": "/bin/touch", "arg": [str(marker)]}, timeout=0.5)
+            return caught.value
+
+        try:
+            client.ping()  # connected and synced: the stop hits an open connection
+            host.process.send_signal(signal.SIGSTOP)
+            try:
+                assert "may still be running" in str(touch(markers[0]))
+                assert "nothing was sent" in str(touch(markers[1]))
+                assert "nothing was sent" in str(touch(markers[2]))
+            finally:
+                host.process.send_signal(signal.SIGCONT)
+            assert client.ping() is None
+            deadline = time.monotonic() + 10
+            while not markers[0].exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.5)  # anything else queued has run by now
+            assert [m.exists() for m in markers] == [True, False, False]
+        finally:
+            client.close()
