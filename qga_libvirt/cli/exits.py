@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Final
 
 from ..errors import (
+    ERR_NO_CONNECT,
     ERR_TIMED_OUT,
     AgentCommandError,
     AgentTimeoutError,
@@ -87,7 +88,7 @@ def exit_code_for(error: BaseException) -> int:
         return exit_code_for(error.__cause__)
     if isinstance(error, AgentTimeoutError) or error.code == ERR_TIMED_OUT:
         return TIMEOUT
-    if error.is_unreachable:
+    if error.code == ERR_NO_CONNECT:  # not is_unreachable: a broken reply is that too
         return UNREACHABLE
     if isinstance(error, CommandDisabledError | CommandNotFoundError):
         return REFUSED
