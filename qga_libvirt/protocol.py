@@ -17,7 +17,10 @@ What the agent does, and what this module does about it:
   that timed out) is skipped too. The request is written only once the resync has been
   answered: a request written behind a resync to an agent that is not there waits in the
   chardev and runs whenever the agent comes back, long after its caller gave up
-  (measured: timed-out ``guest-exec`` calls all ran after a reboot).
+  (measured: timed-out ``guest-exec`` calls all ran after a reboot). A connection whose
+  last exchange went well is not resynchronised (that would cost a round trip per call):
+  the one request sent to an agent that has just stopped may still run later, and its
+  timeout says so; every call after that timeout resyncs first.
 - Arguments the agent's parser refuses (a lone surrogate, e.g. from a file name that is
   not UTF-8; NaN or infinity) are refused before sending: the agent would answer with a
   parse error that carries no id. An id-less error that comes when only our request can
