@@ -5,6 +5,7 @@ the agent cannot parse. Each test failed before the fix."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -63,21 +64,22 @@ class AppError(Exception):
 
 
 def interrupt_after(seconds: float, exc: BaseException) -> None:
-    """A real signal arrives mid-call, and its handler raises ``exc``."""
+    """A real signal arrives mid-call, and its handler raises ``exc``. (SIGUSR1, not
+    SIGALRM: pytest-timeout's own alarm uses that.)"""
 
     def handler(_signum: int, _frame: FrameType | None) -> None:
         raise exc
 
-    signal.signal(signal.SIGALRM, handler)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.signal(signal.SIGUSR1, handler)
+    threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGUSR1)).start()
 
 
 @pytest.fixture
 def alarm() -> Iterator[None]:
-    previous = signal.getsignal(signal.SIGALRM)
+    previous = signal.getsignal(signal.SIGUSR1)
     yield
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    signal.signal(signal.SIGALRM, previous)
+    time.sleep(0.05)  # a late timer's signal lands on our handler, not the default (exit)
+    signal.signal(signal.SIGUSR1, previous)
 
 
 def clients(sock_path: Path) -> dict[str, Callable[[], GuestAgent]]:
