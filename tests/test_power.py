@@ -130,6 +130,19 @@ def libvirt_error(code: int, message: str) -> libvirt.libvirtError:
     return error
 
 
+class StandInConnection:
+    """The domain's connection, alive (the transport probes it, see issue 10)."""
+
+    def getURI(self) -> str:  # noqa: N802 - libvirt's name
+        return "test:///stand-in"
+
+    def isAlive(self) -> int:  # noqa: N802 - libvirt's name
+        return 1
+
+    def getLibVersion(self) -> int:  # noqa: N802 - libvirt's name
+        return 9000000
+
+
 class StandInDomain:
     """Records the typed power calls libvirt would get."""
 
@@ -140,6 +153,12 @@ class StandInDomain:
 
     def name(self) -> str:
         return "stand-in"
+
+    def UUIDString(self) -> str:  # noqa: N802 - libvirt's name
+        return "00000000-0000-0000-0000-00000000c0de"
+
+    def connect(self) -> StandInConnection:
+        return StandInConnection()
 
     def reboot(self, flags: int) -> int:
         self.calls.append(("reboot", flags))
