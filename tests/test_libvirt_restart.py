@@ -30,6 +30,7 @@ from qga_libvirt import (
     ProtocolError,
     fleet_ping,
     list_domains,
+    tinyguest,
 )
 from qga_libvirt.transports.base import Request
 from qga_libvirt.transports.libvirt import LibvirtTransport, repeatable
@@ -46,12 +47,17 @@ def proxy() -> Iterator[DaemonProxy]:
         yield running
 
 
-def hang_agent(agent: GuestAgent, seconds: float) -> None:
-    """Stop the guest's qemu-ga for ``seconds`` (a child it runs stops it, then resumes
-    it), and give the stop a moment to land."""
-    script = f"kill -STOP $PPID; sleep {seconds}; kill -CONT $PPID"
+def hang_agent(agent: GuestAgent, name: str, seconds: float) -> None:
+    """Stop the guest's qemu-ga for ``seconds``: a child it runs stops it, says so on the
+    serial console (the agent cannot), then resumes it. Returns once it is stopped."""
+    token = f"qga-stopped-{time.monotonic_ns()}"
+    script = f"kill -STOP $PPID; echo {token} >/dev/console; sleep {seconds}; kill -CONT $PPID"
     agent.call("guest-exec", {"path": "/bin/sh", "arg": ["-c", script]}, timeout=30)
-    time.sleep(1.5)
+    console = tinyguest.console_log_path(name)
+    deadline = time.monotonic() + 30
+    while token not in console.read_text(errors="replace"):
+        assert time.monotonic() < deadline, "the agent was not stopped"
+        time.sleep(0.1)
 
 
 def test_the_retry_rule_follows_the_declarations() -> None:
@@ -108,14 +114,14 @@ def test_libvirtd_restarting_mid_call(lab: Lab, proxy: DaemonProxy) -> None:
     """A repeatable command is sent again; one that may have run is reported as such."""
     agent = GuestAgent.from_domain(lab.ok, proxy.uri, timeout=40)
     direct = GuestAgent.from_domain(lab.ok, lab.conn, timeout=30)
-    hang_agent(direct, 6)
+    hang_agent(direct, lab.ok, 6)
     threading.Timer(1.0, proxy.restart).start()
     started = time.monotonic()
     assert agent.get_osinfo().pretty_name  # answered once the agent resumed
     assert time.monotonic() - started > 1.0  # it did span the restart
     direct.wait_for_agent(60)
 
-    hang_agent(direct, 6)
+    hang_agent(direct, lab.ok, 6)
     threading.Timer(1.0, proxy.restart).start()
     marker = f"/tmp/issue10-{time.monotonic_ns()}"
     with pytest.raises(ConnectionLostError) as caught:
@@ -164,7 +170,7 @@ def test_a_hung_agent_says_libvirts_own_sync_bound(lab: Lab) -> None:
     """libvirt waits for its own guest-sync up to 5 s whatever the timeout asked: the
     error says so instead of "no answer within 12 s ... retry with a longer timeout"."""
     agent = GuestAgent.from_domain(lab.ok, lab.conn)
-    hang_agent(agent, 14)
+    hang_agent(agent, lab.ok, 14)
     try:
         with pytest.raises(AgentTimeoutError):
             agent.call("guest-ping", timeout=1)  # times out; libvirt resyncs next time
