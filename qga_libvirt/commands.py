@@ -573,21 +573,18 @@ class Commands:
         """Set a user's password; ``crypted`` when it is already a crypt(3) hash.
 
         The password is sent base64-encoded, as the agent wants it, and never appears in
-        an error message.
-
-        Raises:
-            InvalidArgumentError: the password is not valid Unicode text (a lone
-                surrogate); nothing was sent.
+        an error message. A password that is not valid Unicode text is refused before
+        anything is sent.
         """
         try:
             encoded = password.encode()
         except UnicodeEncodeError:
             # Not chained: the UnicodeEncodeError's repr holds the password.
             raise InvalidArgumentError(
-                "guest-set-user-password: arguments['password'] contains a lone surrogate, "
-                "which cannot be sent as UTF-8; nothing was sent",
+                "guest-set-user-password: argument password contains a lone surrogate (it is "
+                "not valid Unicode text), which cannot be sent; nothing was sent",
                 command="guest-set-user-password",
-                argument="arguments['password']",
+                argument="argument password",
             ) from None
         return {"username": username, "password": b64(encoded), "crypted": crypted}
 

@@ -138,6 +138,9 @@ class Remedy(enum.Enum):
     SMALLER_WRITES = "smaller-writes"
     """The request is too large for the backend: send the data in chunks, or use the
     socket backend."""
+    SHARE_SOCKET = "share-socket"
+    """Other clients hold the agent's socket: share one connection, or let them give it
+    back sooner."""
 
 
 @dataclass(frozen=True)
@@ -288,7 +291,8 @@ class InvalidArgumentError(GuestAgentError, ValueError):
     form for. Nothing was sent; the agent would have answered with an id-less parse error.
 
     Attributes:
-        argument: where the value is, e.g. ``arguments['path']`` (never the value).
+        argument: where the value is, e.g. ``argument path``, ``argument arg, item 1``
+            (never the value).
     """
 
     code = ERR_CANNOT_WRITE

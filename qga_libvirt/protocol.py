@@ -73,7 +73,7 @@ def encode_request(
     Raises:
         InvalidArgumentError: an argument the agent cannot parse (a string with a lone
             surrogate, NaN or infinity, a value JSON has no form for); the message names
-            the argument, never its value.
+            the argument (``argument path``, ``argument arg, item 1``), never its value.
     """
     if not arguments and request_id is not None:  # the common case, without the encoder
         return b'{"execute":"%s","id":%d}\n' % (command.encode(), request_id)
@@ -91,9 +91,9 @@ def encode_request(
 
 
 def _invalid_argument(command: str, arguments: Mapping[str, Any] | None) -> InvalidArgumentError:
-    where, why = _find_invalid(arguments or {}, "arguments")
+    where, why = _find_invalid(arguments or {}, "")
     if not where:
-        where, why = "arguments", "cannot be encoded as JSON"
+        where, why = "the arguments", "cannot be encoded as JSON"
     return InvalidArgumentError(
         f"{command}: {where} {why}, which the agent cannot parse; nothing was sent",
         command=command,
@@ -125,11 +125,15 @@ def _find_invalid(value: object, where: str, depth: int = 0) -> tuple[str, str]:
     else:
         return where, f"is a {type(value).__name__}, which JSON cannot carry"
     for key, item in items:
-        if not isinstance(key, str | int):
-            return where, f"has a key of type {type(key).__name__}"
-        found = _find_invalid(key, f"{where} key") if isinstance(key, str) else ("", "")
+        if isinstance(value, Mapping):
+            inner = f"argument {key}" if not where else f"{where}, field {key}"
+            if not isinstance(key, str):
+                return where or "the arguments", f"has a key of type {type(key).__name__}"
+            found = _find_invalid(key, f"{where or 'the arguments'}, a key")
+        else:
+            inner, found = f"{where}, item {key}", ("", "")
         if not found[0]:
-            found = _find_invalid(item, f"{where}[{key!r}]", depth + 1)
+            found = _find_invalid(item, inner, depth + 1)
         if found[0]:
             return found
     return "", ""
@@ -373,8 +377,8 @@ class Conversation:
             self.abandon()  # the resync drops the rest unread: a reply has no 0xFF in it
             self._framer.clear()
             raise ReplyTooLargeError(
-                f"the agent's reply passed {self.max_reply_bytes} bytes without ending; it "
-                "was dropped unread (raise max_reply_bytes if a reply this large is expected)"
+                f"the agent's reply passed {self.max_reply_bytes} bytes, the most this "
+                "connection takes, without ending: it was dropped unread"
             )
 
 

@@ -95,7 +95,7 @@ def test_password_with_a_lone_surrogate_is_refused_typed_and_unshown() -> None:
     fake = FakeTransport(lambda request: {})
     with pytest.raises(InvalidArgumentError) as caught:
         GuestAgent(fake).set_user_password("alice", password)
-    assert caught.value.argument == "arguments['password']"
+    assert caught.value.argument == "argument password"
     assert fake.requests == []  # nothing sent
     visible = password[:-1]
     for text in everything_about(caught.value):

@@ -265,12 +265,13 @@ def test_id_less_error_is_not_taken_when_something_else_may_be_answered() -> Non
 @pytest.mark.parametrize(
     ("arguments", "where"),
     [
-        ({"path": "/tmp/caf\udce9"}, "arguments['path']"),
-        ({"arg": ["ok", "bad\ud800"]}, "arguments['arg'][1]"),
-        ({"time": float("nan")}, "arguments['time']"),
-        ({"x": float("inf")}, "arguments['x']"),
-        ({"data": b"bytes"}, "arguments['data']"),
-        ({"nested": {"k\udcff": 1}}, "arguments['nested'] key"),
+        ({"path": "/tmp/caf\udce9"}, "argument path"),
+        ({"arg": ["ok", "bad\ud800"]}, "argument arg, item 1"),
+        ({"time": float("nan")}, "argument time"),
+        ({"x": float("inf")}, "argument x"),
+        ({"data": b"bytes"}, "argument data"),
+        ({"nested": {"k\udcff": 1}}, "argument nested, a key"),
+        ({"nested": {"k": [float("nan")]}}, "argument nested, field k, item 0"),
     ],
 )
 def test_arguments_the_agent_cannot_parse_are_refused_before_sending(

@@ -219,7 +219,8 @@ def test_a_busy_chardev_is_retried_until_the_deadline_then_says_so(sock_path: Pa
             waited = time.monotonic() - started
             assert 0.7 < waited < 3.0  # retried until the call's deadline, not 0.00 s
             assert "busy" in str(caught.value)
-            assert "Share one GuestAgent" in str(caught.value)
+            assert "share one GuestAgent" in str(caught.value)
+            assert caught.value.hint is not None
             # Once the queue drains, a retrying call gets through within its timeout.
             result: list[object] = []
             t = threading.Thread(target=lambda: result.append(late.with_timeout(10).ping()))
@@ -297,7 +298,7 @@ def test_arguments_the_agent_cannot_parse_fail_at_once_with_the_real_agent(
             agent.call("guest-exec", arguments, timeout=3)
         assert time.monotonic() - started < 1
         assert caught.value.command == "guest-exec"
-    with pytest.raises(InvalidArgumentError, match=r"arguments\['time'\] is NaN"):
+    with pytest.raises(InvalidArgumentError, match="argument time is NaN"):
         agent.call("guest-set-time", {"time": float("nan")}, timeout=3)
     assert agent.ping() is None
 

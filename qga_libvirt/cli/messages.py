@@ -73,6 +73,9 @@ HINTS: Final[dict[Remedy, Words]] = {
     Remedy.SMALLER_WRITES: lambda where, details: (
         "copy files with `qga cp`, which writes in chunks, or use --backend socket"
     ),
+    Remedy.SHARE_SOCKET: lambda where, details: (
+        "wait for the other programs using the agent's socket to finish, or run fewer at once"
+    ),
 }
 """Every remedy, in qga's words."""
 

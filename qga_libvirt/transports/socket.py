@@ -35,6 +35,8 @@ from ..errors import (
     AgentUnreachableError,
     ConnectionLostError,
     GuestAgentError,
+    Hint,
+    Remedy,
     ReplyTooLargeError,
 )
 from ..protocol import DEFAULT_MAX_REPLY_BYTES, Conversation, Reply
@@ -286,10 +288,14 @@ class SocketTransport:
                     raise AgentUnreachableError(
                         f"cannot connect to {self._target}: it is busy (other clients hold "
                         "the socket and its queue is full; a chardev serves one client at a "
-                        "time). Share one GuestAgent object between threads instead of one "
-                        "each, or give the others idle_timeout=0",
+                        "time)",
                         target=self._target,
                         command=command,
+                        hint=Hint(
+                            Remedy.SHARE_SOCKET,
+                            "share one GuestAgent between threads instead of one each, or "
+                            "give the other clients idle_timeout=0",
+                        ),
                     ) from exc
                 time.sleep(min(delay, remaining))
                 delay = min(delay * 2, 0.1)
