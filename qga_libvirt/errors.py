@@ -224,7 +224,8 @@ class DomainNotFoundError(AgentUnreachableError):
 
 
 class DomainNotRunningError(AgentUnreachableError):
-    """The domain exists but is not running: start it (virsh start NAME)."""
+    """The domain exists but is not running: start it (virsh start NAME), or resume it
+    if it is paused (virsh resume NAME)."""
 
 
 class AgentNotConfiguredError(AgentUnreachableError):
