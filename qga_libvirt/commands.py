@@ -53,8 +53,8 @@ from .models import (
     ShutdownMode,
     Timezone,
     User,
-    encode_base64,
 )
+from .protocol import Base64Text
 
 __all__ = [
     "Arguments",
@@ -224,8 +224,8 @@ def command(
 
 
 def b64(data: bytes) -> str:
-    """Bytes as the agent's base64 text."""
-    return encode_base64(data)
+    """Bytes as the agent's base64 text (sent unscanned, see :class:`Base64Text`)."""
+    return Base64Text.of(data)
 
 
 class Commands:

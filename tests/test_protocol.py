@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 
@@ -10,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from qga_libvirt import InvalidArgumentError, ProtocolError, ReplyTooLargeError
-from qga_libvirt.protocol import Conversation, LineFramer, Reply, encode_request
+from qga_libvirt.protocol import Base64Text, Conversation, LineFramer, Reply, encode_request
 
 
 def test_encode_request_without_and_with_arguments() -> None:
@@ -303,3 +304,28 @@ def test_non_ascii_arguments_go_as_utf8() -> None:
     line = encode_request("guest-file-open", {"path": "/tmp/café"}, request_id=1)
     assert "/tmp/café".encode() in line
     assert json.loads(line)["arguments"]["path"] == "/tmp/café"
+
+
+def test_base64_text_is_spliced_in_as_it_is() -> None:
+    data = bytes(range(256)) * 50
+    arguments = {"handle": 1000, "buf-b64": Base64Text.of(data), "count": len(data)}
+    spliced = encode_request("guest-file-write", arguments, request_id=7)
+    plain = encode_request(
+        "guest-file-write",
+        {k: str(v) if isinstance(v, str) else v for k, v in arguments.items()},
+        request_id=7,
+    )
+    assert spliced.endswith(b"\n")
+    assert spliced.count(b"\n") == 1
+    assert json.loads(spliced) == json.loads(plain)
+    assert json.loads(spliced)["arguments"]["buf-b64"] == base64.b64encode(data).decode()
+    no_id = encode_request("guest-exec", {"path": "/bin/cat", "input-data": Base64Text.of(b"x")})
+    assert json.loads(no_id) == {
+        "execute": "guest-exec",
+        "arguments": {"path": "/bin/cat", "input-data": "eA=="},
+    }
+
+
+def test_base64_text_beside_an_unparseable_argument_is_still_refused() -> None:
+    with pytest.raises(InvalidArgumentError, match="path"):
+        encode_request("guest-exec", {"input-data": Base64Text.of(b"x"), "path": "\udcff"})
