@@ -48,7 +48,7 @@ from .errors import (
 )
 from .models import AgentInfo, CommandInfo, Model
 from .operations.fleet import FleetResult, FleetTarget, fleet_call, fleet_ping
-from .operations.run import RunResult
+from .operations.run import RunHandle, RunResult
 from .transports import FakeTransport, Reply, Request, SocketTransport, Transport
 
 __all__ = [
@@ -92,6 +92,7 @@ __all__ = [
     "Reply",
     "Request",
     "RequestTooLargeError",
+    "RunHandle",
     "RunResult",
     "ShutdownTimeoutError",
     "SocketTransport",
