@@ -50,7 +50,7 @@ from .errors import (
 )
 from .models import AgentInfo, CommandInfo, Model
 from .operations.fleet import FleetResult, FleetTarget, fleet_call, fleet_ping
-from .operations.run import RunResult
+from .operations.run import RunHandle, RunResult
 from .transports import FakeTransport, Reply, Request, SocketTransport, Transport
 
 __all__ = [
@@ -96,6 +96,7 @@ __all__ = [
     "ReplyTooLargeError",
     "Request",
     "RequestTooLargeError",
+    "RunHandle",
     "RunResult",
     "ShutdownTimeoutError",
     "SocketTransport",

@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 if TYPE_CHECKING:
-    from .operations.run import RunResult
+    from .operations.run import RunHandle, RunResult
 
 __all__ = [
     "ERR_CANNOT_READ",
@@ -141,6 +141,9 @@ class Remedy(enum.Enum):
     SHARE_SOCKET = "share-socket"
     """Other clients hold the agent's socket: share one connection, or let them give it
     back sooner."""
+    WRITE_IN_PLACE = "write-in-place"
+    """The guest cannot replace a file atomically (no POSIX shell, or guest-exec refused):
+    write it in place instead."""
 
 
 @dataclass(frozen=True)
@@ -412,24 +415,37 @@ def agent_error(
 
 
 class CommandTimeoutError(AgentTimeoutError):
-    """``run()``: the guest process was still running when the timeout passed.
+    """``run()``: the guest process was still running when the timeout passed (or its
+    status could not be had in time).
 
-    It keeps running in the guest, and the agent keeps its output:
-    ``agent.collect(error.pid)`` waits for it again and returns its result.
+    It keeps running in the guest, and its output is kept (by the agent, or in guest
+    files): ``agent.collect(error.handle)`` waits for it again and returns its result,
+    ``agent.cancel(error.handle)`` kills it and removes its files. The handle is plain
+    data: ``error.handle.dumps()`` for another process.
 
     Attributes:
+        handle: the :class:`~qga_libvirt.operations.run.RunHandle` (None when raised
+            by code that has none).
         pid: the guest process id.
         argv: the command line.
         timeout: the seconds that passed.
     """
 
     def __init__(
-        self, message: str, *, pid: int, argv: Sequence[str], timeout: float, **kwargs: Any
+        self,
+        message: str,
+        *,
+        pid: int,
+        argv: Sequence[str],
+        timeout: float,
+        handle: RunHandle | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(message, **kwargs)
         self.pid = pid
         self.argv = tuple(argv)
         self.timeout = timeout
+        self.handle = handle
 
 
 class ShutdownTimeoutError(AgentTimeoutError):

@@ -541,10 +541,10 @@ def test_exec_timeout_exits_6(sock: Path) -> None:
 
 
 @pytest.mark.agent
-def test_exec_of_a_missing_program_is_an_agent_error(sock: Path) -> None:
+def test_exec_of_a_missing_program_is_127_as_in_a_shell(sock: Path) -> None:
     result = qga("--socket", sock, "exec", "--", "/nonexistent/program")
-    assert result.returncode == 3
-    assert "/nonexistent/program" in one_error_line(result)
+    assert result.returncode == 127
+    assert result.stderr == b"/nonexistent/program: command not found\n"
 
 
 @pytest.mark.agent

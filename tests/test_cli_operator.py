@@ -119,18 +119,20 @@ def test_json_errors_carry_the_qga_words(test_uri: str) -> None:
 
 @pytest.mark.agent
 def test_a_process_past_its_timeout_is_told_how_to_collect_it(sock: Path) -> None:
-    result = qga("--socket", sock, "--timeout", "1", "exec", "--", "sleep", "30")
+    killed = qga("--socket", sock, "--timeout", "1", "exec", "--", "sleep", "30")
+    assert killed.returncode == 6
+    line = one_error_line(killed)
+    assert "still running" in line
+    assert "was killed" in line  # nothing left behind, unless --keep
+    result = qga("--socket", sock, "--timeout", "1", "exec", "--keep", "--", "sh", "-c", "sleep 2")
     assert result.returncode == 6
     line = one_error_line(result)
-    assert "still running" in line
     assert "collect(" not in line
     assert "run([" not in line
-    pid = line.split("exec-status ")[1].split("`")[0]
-    assert f"`qga --socket {sock} exec -- kill {pid}`" in line
-    # the advice works: the kill runs, then the status shows the signal
-    assert qga("--socket", sock, "exec", "--", "kill", pid).returncode == 0
-    status = qga("--socket", sock, "exec-status", pid)
-    assert status.returncode == 128 + 15, status.stderr
+    pid = line.split("exec --collect ")[1].split("`")[0]
+    assert f"`qga --socket {sock} exec --collect {pid}`" in line
+    # the advice works: the process is collected, its status is qga's
+    assert qga("--socket", sock, "exec", "--collect", pid).returncode == 0
 
 
 @pytest.mark.agent

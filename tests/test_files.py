@@ -162,7 +162,7 @@ def test_an_upload_failing_part_way_closes_its_handle(
     source.write_bytes(os.urandom(10_000))
     files.fail["guest-file-write"] = (3, Reply(error_class="GenericError", desc="No space"))
     with pytest.raises(TransferError) as caught:
-        fake.upload(source, "/data")
+        fake.upload(source, "/data", atomic=False)  # in place: the partial data shows
     assert (caught.value.transferred, caught.value.total) == (2 * CHUNK, 10_000)
     assert "No space" in str(caught.value)
     assert commands(fake)[-1] == "guest-file-close"
@@ -173,7 +173,7 @@ def test_an_upload_failing_part_way_closes_its_handle(
 def test_a_short_write_is_a_transfer_error(fake: GuestAgent, files: FakeFiles) -> None:
     files.short_by = 1
     with pytest.raises(TransferError, match="stopped short") as caught:
-        fake.write_file("/data", b"x" * 5000)
+        fake.write_file("/data", b"x" * 5000, atomic=False)
     assert caught.value.transferred == CHUNK - 1
     assert commands(fake)[-1] == "guest-file-close"
     assert files.handles == {}
@@ -225,7 +225,7 @@ def test_progress_on_a_file_that_cannot_seek_has_no_total(
 
 
 def test_write_then_append_in_memory(fake: GuestAgent, files: FakeFiles) -> None:
-    assert fake.write_file("/log", b"a" * 4000) == 4000
+    assert fake.write_file("/log", b"a" * 4000, atomic=False) == 4000
     assert fake.write_file("/log", b"b" * 10, append=True) == 10
     assert bytes(files.files["/log"]) == b"a" * 4000 + b"b" * 10
     opens = [r.arguments for r in requests(fake) if r.command == "guest-file-open"]
@@ -344,3 +344,68 @@ def test_progress_on_a_real_pipe(host_agent: HostAgent, tmp_path: Path) -> None:
     writer.join(5)
     assert data == b"through a pipe"
     assert calls == [(len(data), None)]
+
+
+# --- nothing half-written, sane modes ---------------------------------------------------
+
+
+def guest_mode(agent: GuestAgent, path: str) -> int:
+    return int(agent.run(["stat", "-c", "%a", path], check=True).stdout_text(), 8)
+
+
+def leftovers(agent: GuestAgent, path: str) -> list[str]:
+    """Temporary upload files left beside ``path``."""
+    head, _, name = path.rpartition("/")
+    listing = agent.run(["ls", "-a", head], check=True).stdout_text().split()
+    return [entry for entry in listing if entry.startswith(f".{name}.qga-")]
+
+
+def test_a_failed_upload_leaves_the_destination_as_it_was(remote: Remote, tmp_path: Path) -> None:
+    agent = remote.agent
+    path = remote.path("keep")
+    agent.write_file(path, b"precious old content")
+    source = tmp_path / "big"
+    source.write_bytes(os.urandom(4 * agent.write_chunk))
+    calls = 0
+
+    def interrupt(done: int, total: int | None) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise KeyboardInterrupt  # Ctrl-C part-way
+
+    with pytest.raises(KeyboardInterrupt):
+        agent.upload(source, path, progress=interrupt)
+    assert agent.read_file(path) == b"precious old content"
+    assert leftovers(agent, path) == []
+    agent.upload(source, path)
+    assert agent.read_file(path) == source.read_bytes()
+    assert leftovers(agent, path) == []
+
+
+def test_new_files_get_0644_or_the_mode_asked_and_keep_an_existing_mode(remote: Remote) -> None:
+    agent = remote.agent
+    new, secret = remote.path("new"), remote.path("secret")
+    agent.write_file(new, b"data")
+    assert guest_mode(agent, new) == 0o644
+    agent.write_file(secret, b"key", mode=0o600)
+    assert guest_mode(agent, secret) == 0o600
+    agent.write_file(secret, b"new key")  # replaced: keeps its mode
+    assert guest_mode(agent, secret) == 0o600
+    assert agent.read_file(secret) == b"new key"
+
+
+def test_downloads_honour_the_umask(remote: Remote, tmp_path: Path) -> None:
+    path = remote.path("down")
+    remote.agent.write_file(path, b"x")
+    old = os.umask(0o022)
+    try:
+        remote.agent.download(path, tmp_path / "fresh")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "fresh").stat().st_mode & 0o777 == 0o644
+    existing = tmp_path / "existing"
+    existing.write_bytes(b"")
+    existing.chmod(0o600)
+    remote.agent.download(path, existing)
+    assert existing.stat().st_mode & 0o777 == 0o600

@@ -6,6 +6,11 @@ on the tiny guest's ext4 data disk (``/mnt/data`` of ``lab.ok``).
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -28,6 +33,7 @@ from qga_libvirt.protocol import Reply
 from qga_libvirt.transports.base import Request
 
 from .lab import Lab
+from .test_cli import QGA
 
 # --- a scripted agent -------------------------------------------------------------------
 
@@ -264,3 +270,122 @@ def test_vm_watchdog_thaws_a_body_that_runs_too_long(guest: GuestAgent) -> None:
     with pytest.raises(FreezeTimeoutError), guest.frozen(["/mnt/data"], timeout=0.5):
         until(lambda: guest.fsfreeze_status() == FsfreezeStatus.THAWED, 20)
     assert guest.fsfreeze_status() == FsfreezeStatus.THAWED
+
+
+def test_ctrl_c_while_the_freeze_is_on_its_way_thaws_and_goes_on() -> None:
+    def frozen_then_interrupted() -> Any:
+        fake.frozen = True  # the guest froze; the reply never made it back
+        raise KeyboardInterrupt
+
+    fake = FreezingAgent(freeze=frozen_then_interrupted)
+    with pytest.raises(KeyboardInterrupt), scripted(fake).frozen():
+        pytest.fail("the body must not run")
+    assert not fake.frozen
+    assert fake.calls[-1] in ("guest-fsfreeze-thaw", "guest-fsfreeze-status")
+
+
+def test_a_thaw_that_breaks_untyped_is_a_thaw_error_not_silence() -> None:
+    fake = FreezingAgent()
+
+    def broken(request: Request) -> Any:
+        if request.command == "guest-fsfreeze-thaw":
+            raise RuntimeError("a request is already in flight")
+        return fake(request)
+
+    agent = GuestAgent(FakeTransport(broken, target="domain 'web1'"))
+    with pytest.raises(ThawError, match="STILL FROZEN") as caught, agent.frozen():
+        raise KeyboardInterrupt
+    assert isinstance(caught.value.__context__, KeyboardInterrupt | RuntimeError)
+
+
+# --- interrupted and killed freezers on the tiny guests ---------------------------------
+
+FREEZER = """
+import sys, time
+from qga_libvirt import GuestAgent
+agent = GuestAgent.from_domain(sys.argv[1], timeout=30)
+with agent.frozen(sys.argv[2:] or None, timeout=600):
+    print("frozen", flush=True)
+    while True:
+        agent.ping()
+"""
+
+
+def start_freezer(name: str, *mountpoints: str) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [sys.executable, "-c", FREEZER, name, *mountpoints],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if line != b"frozen\n":
+        process.kill()
+        pytest.fail(f"the freezer did not freeze: {process.communicate()[1].decode()}")
+    return process
+
+
+def thawed_within(agent: GuestAgent, seconds: float) -> float:
+    """Seconds until the guest reports thawed; fails after ``seconds``."""
+    start = time.monotonic()
+    while agent.fsfreeze_status() != FsfreezeStatus.THAWED:
+        if time.monotonic() - start > seconds:
+            agent.fsfreeze_thaw()
+            pytest.fail(f"still frozen {seconds} s after the freezer ended")
+        time.sleep(0.2)
+    return time.monotonic() - start
+
+
+@pytest.mark.vm
+@pytest.mark.parametrize("kind", ["ok", "sock"])
+def test_vm_a_freezer_killed_with_sigkill_is_thawed_by_its_guard(lab: Lab, kind: str) -> None:
+    name = getattr(lab, kind)
+    mountpoints = ["/mnt/data"] if kind == "ok" else []  # sock: no data disk, freeze "all"
+    process = start_freezer(name, *mountpoints)
+    process.send_signal(signal.SIGKILL)
+    process.wait(30)
+    agent = GuestAgent.from_domain(name, timeout=30)
+    with agent:
+        thawed_within(agent, 30)
+        agent.ping()
+
+
+@pytest.mark.vm
+@pytest.mark.parametrize("kind", ["ok", "sock"])
+def test_vm_ctrl_c_mid_call_inside_the_block_thaws_or_says_still_frozen(
+    lab: Lab, kind: str
+) -> None:
+    name = getattr(lab, kind)
+    mountpoints = ["/mnt/data"] if kind == "ok" else []
+    process = start_freezer(name, *mountpoints)
+    time.sleep(0.3)  # mid-ping, nearly always
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    raised = [
+        line for line in err.decode().splitlines() if re.match(r"^[\w.]+(Error|Interrupt)\b", line)
+    ]
+    assert raised, err.decode()
+    # What goes out is the interrupt, or ThawError while the transport cannot thaw, never
+    # an untyped error; and the guest is thawed (by the process, or by its guard).
+    assert raised[-1].startswith(("KeyboardInterrupt", "qga_libvirt.errors.ThawError")), raised
+    agent = GuestAgent.from_domain(name, timeout=30)
+    with agent:
+        thawed_within(agent, 30)
+
+
+@pytest.mark.vm
+def test_vm_qga_freeze_interrupted_with_ctrl_c_thaws(lab: Lab) -> None:
+    process = subprocess.Popen(
+        [str(QGA), lab.ok, "freeze", "-m", "/mnt/data", "--", "sh", "-c", "echo in; sleep 600"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline() == b"in\n"
+    os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: to qga and the host command
+    _, err = process.communicate(timeout=120)
+    assert b"Traceback" not in err
+    assert process.returncode != 0
+    with GuestAgent.from_domain(lab.ok, timeout=30) as agent:
+        assert agent.fsfreeze_status() == FsfreezeStatus.THAWED  # at once, not by the guard

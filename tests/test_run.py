@@ -29,6 +29,7 @@ from qga_libvirt import (
     GuestAgent,
     OutputLostError,
     RequestTooLargeError,
+    RunHandle,
     RunResult,
 )
 from qga_libvirt.errors import ReplyTooLargeError
@@ -99,6 +100,9 @@ class FakeGuest:
         handler: Callable[[dict[str, Any]], Any] = getattr(self, f"do_{name}")
         return handler(args)
 
+    def do_ping(self, args: dict[str, Any]) -> Any:
+        return {}
+
     def do_get_osinfo(self, args: dict[str, Any]) -> Any:
         return {"id": self.os_id}
 
@@ -113,19 +117,34 @@ class FakeGuest:
             for path in argv[4:]:
                 self.files.pop(path, None)
             outcome = Outcome()
-        elif role == "qga-run":
-            streams = 3 if '<"$i"' in argv[2] else 2
-            paths, command = argv[4 : 4 + streams], argv[4 + streams :]
-            if streams == 3:
-                stdin = self.files[paths[2]]
+        elif role == "qga-run":  # the wrapper: DIR INPUT N ENV... ARGV...
+            directory, input_file, count = argv[4], argv[5], int(argv[6])
+            entries = argv[7 : 7 + max(count, 0)]
+            command = argv[7 + max(count, 0) :]
+            if count >= 0:
+                env = dict(item.split("=", 1) for item in entries)
+            if input_file:
+                stdin = self.files.pop(input_file)
             outcome = self.program(command, stdin, env)
-            self.files[paths[0]], self.files[paths[1]] = outcome.out, outcome.err
+            self._pid += 1
+            base = f"{directory}/{self._pid}"
+            self.files[f"{base}.out"], self.files[f"{base}.err"] = outcome.out, outcome.err
+            self.processes[self._pid] = Process(outcome, self.polls, capture)
+            return {"pid": self._pid}
+        elif role == "qga-cancel":
+            self.processes.pop(int(argv[4]), None)
+            for path in argv[5:]:
+                self.files.pop(path, None)
+            outcome = Outcome()
+        elif role == "qga-mkdir":
+            outcome = Outcome()
         else:
             if argv[0].startswith("/nonexistent"):
                 return Reply(error_class="GenericError", desc="Failed to execute child process")
             outcome = self.program(argv, stdin, env)
         self._pid += 1
-        self.processes[self._pid] = Process(outcome, self.polls, capture)
+        polls = 0 if role in ("qga-rm", "qga-cancel", "qga-mkdir") else self.polls  # ours: quick
+        self.processes[self._pid] = Process(outcome, polls, capture)
         return {"pid": self._pid}
 
     def do_exec_status(self, args: dict[str, Any]) -> Any:
@@ -181,12 +200,16 @@ class FakeGuest:
         self.files[path] += data
         return {"count": len(data), "eof": False}
 
+    def do_file_seek(self, args: dict[str, Any]) -> Any:
+        handle = self._handles[args["handle"]]
+        return {"position": handle[1], "eof": False}  # only (0, cur) is asked
+
     def do_file_close(self, args: dict[str, Any]) -> Any:
         self._handles.pop(args["handle"])
         return {}
 
     def temp_files(self) -> list[str]:
-        return sorted(path for path in self.files if "/qga-run-" in path)
+        return sorted(path for path in self.files if "/qga-run/" in path)
 
 
 @dataclass
@@ -202,6 +225,9 @@ class Clock:
         self.sleeps: list[float] = []
 
     def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
         return self.now
 
     def sleep(self, seconds: float) -> None:
@@ -263,7 +289,7 @@ def test_polling_backs_off_to_the_ceiling(clock: Clock) -> None:
     assert sum(r.command == "guest-exec-status" for r in transport.requests) == 13
 
 
-def test_status_calls_wait_generously_whatever_the_run_timeout(clock: Clock) -> None:
+def test_the_run_timeout_bounds_each_status_wait(clock: Clock) -> None:
     seen: list[float] = []
     guest = FakeGuest()
 
@@ -274,8 +300,12 @@ def test_status_calls_wait_generously_whatever_the_run_timeout(clock: Clock) -> 
             return super().execute(request, timeout)
 
     agent = GuestAgent(Recording(guest), timeout=2)
-    agent.run(["/bin/true"], timeout=0.5)
-    assert seen == [run_module.STATUS_TIMEOUT]
+    agent.run(["/bin/true"], timeout=3)  # a status reply waits until the deadline, no more
+    assert seen[0] == pytest.approx(3, abs=0.01)
+    agent.run(["/bin/true"], timeout=0.1)
+    assert seen[1] == run_module.MIN_STATUS_WAIT
+    agent.run(["/bin/true"])  # no deadline: generously, a lost reply is lost output
+    assert seen[2] == run_module.STATUS_TIMEOUT
 
 
 def test_exit_code_stderr_signal_and_argv_checks(clock: Clock) -> None:
@@ -373,9 +403,12 @@ def test_timeout_raises_with_the_pid_and_collect_resumes(clock: Clock) -> None:
     assert error.pid in guest.processes  # still running, output still with the agent
     assert error.argv == ("/bin/echo", "late")
     assert clock.now - start == pytest.approx(2.0)  # the last poll lands on the deadline
-    assert f"collect({error.pid})" in str(error)
+    assert error.handle is not None
+    assert error.handle.pid == error.pid
+    assert "collect(error.handle)" in str(error)
     guest.processes[error.pid].polls_left = 2
-    result = agent.collect(error.pid)
+    elsewhere, _ = scripted(guest)  # another object (or process: the handle is JSON)
+    result = elsewhere.collect(RunHandle.loads(error.handle.dumps()))
     assert result.stdout == b"late\n"
     assert result.argv == ("/bin/echo", "late")
     assert result.duration > 2.0  # counted from run()
@@ -463,7 +496,7 @@ def test_libvirt_like_backend_captures_in_guest_files_and_cleans_up(clock: Clock
     assert wrapper[:2] == ["/bin/sh", "-c"]
     assert 'exec "$@"' in wrapper[2]
     assert wrapper[-3:] == ["/bin/echo", "via", "files"]
-    assert wrapper[4].startswith("/tmp/qga-run-")
+    assert wrapper[4] == "/tmp/qga-run"
     assert "capture-output" not in (transport.requests[1].arguments or {})
     assert guest.temp_files() == []  # removed
     assert guest.processes == {}  # and the rm was reaped
@@ -522,11 +555,19 @@ def test_large_input_with_agent_capture_is_refused_before_it_runs(clock: Clock) 
             raise RequestTooLargeError("too large", command=request.command)
         return guest(request)
 
-    guest = FakeGuest()
+    guest = FakeGuest(os_id="mswindows")  # no capture in files: the agent's
     transport = FakeTransport(refuse, max_request_bytes=64 << 10, max_reply_bytes=3 << 20)
     with pytest.raises(RequestTooLargeError):
         GuestAgent(transport).run(["/bin/cat"], input=b"x" * (1 << 20), capture_via="agent")
     assert guest.started == []
+
+
+def test_agent_capture_is_refused_where_its_reply_could_break_libvirt(clock: Clock) -> None:
+    guest = FakeGuest()
+    agent, _ = scripted(guest, libvirt_like=True)
+    with pytest.raises(ValueError, match="breaks the agent channel"):
+        agent.run(["/bin/echo", "big"], capture_via="agent")
+    assert guest.started == []  # nothing was sent
 
 
 def test_failed_read_back_keeps_the_files_and_names_them(clock: Clock) -> None:
@@ -617,8 +658,11 @@ def test_real_check_and_missing_program(agent: GuestAgent) -> None:
     with pytest.raises(CommandFailedError) as caught:
         agent.run_shell("echo nope >&2; exit 2", check=True)
     assert caught.value.result.stderr == b"nope\n"
-    with pytest.raises(AgentCommandError, match="nonexistent"):
-        agent.run(["/nonexistent/program"])
+    missing = agent.run(["/nonexistent/program"])  # as a shell says it, on every path
+    assert (missing.exitcode, missing.stderr) == (127, b"/nonexistent/program: command not found\n")
+    for via in ("agent", "files"):
+        again = agent.run(["no-such-program"], capture_via=via)
+        assert (again.exitcode, again.stderr) == (127, b"no-such-program: command not found\n")
 
 
 @pytest.mark.agent
@@ -634,7 +678,9 @@ def test_real_capture_in_files_on_the_host(agent: GuestAgent, tmp_path: Any) -> 
     agent.run_temp_dir = str(tmp_path)
     result = agent.run_shell("echo to-file; echo e >&2; exit 5", capture_via="files")
     assert (result.stdout, result.stderr, result.exitcode) == (b"to-file\n", b"e\n", 5)
-    assert list(tmp_path.iterdir()) == []  # cleaned up
+    private = tmp_path / "qga-run"
+    assert list(private.iterdir()) == []  # cleaned up
+    assert private.stat().st_mode & 0o777 == 0o700  # no other user reads the output
 
 
 # --- the tiny guest: libvirt (output in files) and raw socket (output by the agent) ------
@@ -678,8 +724,8 @@ def test_vm_output_above_libvirts_reply_limit_arrives_whole(lab: Lab) -> None:
     expected = (b"abcdefgh\n" * 555556)[:5000000]
     assert hashlib.sha256(result.stdout).digest() == hashlib.sha256(expected).digest()
     assert not result.stdout_truncated
-    leftovers = agent.run_shell("ls /tmp", capture_via="agent").stdout
-    assert b"qga-run-" not in leftovers
+    leftovers = agent.run_shell('ls -A /tmp/qga-run | grep -v "^$$[.]" || true').stdout
+    assert leftovers == b""
     agent.ping()  # the channel is fine
 
 
@@ -713,3 +759,35 @@ def test_the_new_errors_are_drawn_exported_and_typed() -> None:
     assert (lost_output.code, lost_output.pid, lost_output.certain) == (1002, 3, True)
     assert errors.FreezeTimeoutError("z").code == errors.ERR_TIMED_OUT
     assert "RunResult" in qga_libvirt.__all__
+
+
+def test_cancel_kills_and_removes_every_capture_file(clock: Clock) -> None:
+    guest = FakeGuest(polls=1000)
+    agent, _ = scripted(guest, libvirt_like=True)
+    with pytest.raises(CommandTimeoutError) as caught:
+        agent.run(["/bin/echo", "slow"], timeout=1)
+    handle = caught.value.handle
+    assert handle is not None
+    assert sorted(handle.files) == guest.temp_files()  # named from the pid, in the guest
+    assert handle.files[0] == f"/tmp/qga-run/{handle.pid}.out"
+    scripted(guest, libvirt_like=True)[0].cancel(RunHandle.loads(handle.dumps()))
+    assert guest.temp_files() == []
+    assert handle.pid not in guest.processes
+
+
+def test_interrupted_run_kills_the_process_unless_kept(clock: Clock) -> None:
+    guest = FakeGuest(polls=1000)
+    agent, _ = scripted(guest, libvirt_like=True)
+
+    def interrupt(stream: str, data: bytes) -> None:
+        raise KeyboardInterrupt
+
+    guest.program = lambda argv, stdin, env: Outcome(out=b"some output")
+    with pytest.raises(KeyboardInterrupt):
+        agent.run(["/bin/yes"], output=interrupt)
+    assert guest.temp_files() == []
+    assert guest.processes == {}
+    with pytest.raises(KeyboardInterrupt) as caught:
+        agent.run(["/bin/yes"], output=interrupt, keep=True)
+    assert len(guest.temp_files()) == 2  # left running, with its output
+    assert "goes on" in caught.value.__notes__[0]

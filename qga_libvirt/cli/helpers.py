@@ -10,18 +10,21 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import contextlib
+import dataclasses
 import json
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from ..commands import Command, Commands
-from ..errors import AgentCommandError, GuestAgentError
+from ..errors import AgentCommandError, CommandTimeoutError, GuestAgentError
 from ..models import AgentInfo
 from ..operations.freeze import FREEZE_TIMEOUT
-from ..operations.run import OUTPUT_LIMIT, RunResult
+from ..operations.run import OUTPUT_LIMIT, SHELL, RunResult
 from . import exits
 from .core import Context, Outcome, Runner, Subcommand
 from .inputs import UsageError, read_bytes, read_lines, read_secret, stdin_is_piped
@@ -30,6 +33,7 @@ from .summaries import SUMMARIES, fsinfo_text, ifaddr_text, users_text
 
 if TYPE_CHECKING:
     from ..client import GuestAgent
+    from ..operations.run import RunHandle
 
 __all__ = ["HELPERS", "GuestPath", "guest_path", "parse_copy"]
 
@@ -80,6 +84,22 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-stdin",
         action="store_true",
         help="do not pass qga's stdin to the process (it is passed when piped)",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="on Ctrl-C or --timeout leave the process running (and print how to collect "
+        "it) instead of killing it",
+    )
+    stream = parser.add_mutually_exclusive_group()
+    stream.add_argument(
+        "--stream",
+        action="store_true",
+        default=None,
+        help="print the output while the process runs (default on a terminal, POSIX guests)",
+    )
+    stream.add_argument(
+        "--no-stream", dest="stream", action="store_false", help="print it when it ends"
     )
 
 
@@ -133,6 +153,12 @@ def _exec_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="start the process and print its pid (see exec-status) instead of waiting",
     )
+    parser.add_argument(
+        "--collect",
+        type=int,
+        metavar="PID",
+        help="wait for a process an earlier exec left running (--keep) and print its output",
+    )
     parser.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARG...]")
 
 
@@ -140,6 +166,19 @@ def _prepare_exec(ctx: Context, namespace: argparse.Namespace) -> Runner:
     argv = list(namespace.argv)
     if argv[:1] == ["--"]:
         argv = argv[1:]
+    if namespace.collect is not None:
+        if argv:
+            raise UsageError("exec --collect PID waits for a running process: give no program")
+        pid = namespace.collect
+
+        def collect(agent: GuestAgent) -> Outcome:
+            try:
+                result = agent.collect(pid, timeout=ctx.timeout)
+            except CommandTimeoutError as exc:
+                raise _still_running(ctx, agent, exc, keep=True) from exc
+            return _run_outcome(result)
+
+        return collect
     if not argv:
         raise UsageError("exec needs the program to run: qga DOMAIN exec -- PROGRAM [ARG...]")
     env = _environment(namespace.env)
@@ -153,9 +192,86 @@ def _prepare_exec(ctx: Context, namespace: argparse.Namespace) -> Runner:
         return start
 
     def run(agent: GuestAgent) -> Outcome:
-        return _run_outcome(agent.run(argv, input=data, env=env, timeout=ctx.timeout))
+        return _run_waiting(ctx, agent, argv, data, env, namespace)
 
     return run
+
+
+def _run_waiting(
+    ctx: Context,
+    agent: GuestAgent,
+    argv: Sequence[str],
+    data: bytes | None,
+    env: dict[str, str] | None,
+    namespace: argparse.Namespace,
+) -> Outcome:
+    """exec and shell: wait for the process; Ctrl-C and --timeout kill it unless --keep."""
+    stream = namespace.stream
+    if stream is None:
+        stream = not ctx.out.json_mode and not ctx.in_fleet and ctx.out.stdout.isatty()
+    output = _streamer(ctx) if stream else None
+    keep = namespace.keep
+    started: list[RunHandle] = []
+    try:
+        result = agent.run(
+            argv,
+            input=data,
+            env=env,
+            timeout=ctx.timeout,
+            output=output,
+            keep=keep,
+            on_start=started.append,
+        )
+    except CommandTimeoutError as exc:
+        raise _still_running(ctx, agent, exc, keep=keep) from exc
+    except KeyboardInterrupt:
+        if keep and started:  # without --keep, run() killed it
+            pid = started[0].pid
+            ctx.out.error(f"the process goes on as pid {pid}: `{_collect(ctx, pid)}` collects it")
+        raise
+    outcome = _run_outcome(result)
+    if output is not None:  # already shown
+        return dataclasses.replace(outcome, stdout=b"", stderr=b"")
+    return outcome
+
+
+def _collect(ctx: Context, pid: int) -> str:
+    """The command line that collects process ``pid`` later."""
+    name = ctx.options.domain_name
+    where = f"qga {name}" if name else f"qga --socket {ctx.options.socket}"
+    return f"{where} exec --collect {pid}"
+
+
+def _streamer(ctx: Context) -> Callable[[str, bytes], None]:
+    def show(stream: str, data: bytes) -> None:
+        ctx.out.raw(data, error=stream == "stderr")
+        ctx.out.flush()
+
+    return show
+
+
+def _still_running(
+    ctx: Context, agent: GuestAgent, exc: CommandTimeoutError, *, keep: bool
+) -> CommandTimeoutError:
+    """The error for --timeout: the process was killed, or (--keep) how to collect it."""
+    if keep:
+        what = (
+            f"it goes on as pid {exc.pid}: `{_collect(ctx, exc.pid)}` waits for it and "
+            "prints its output"
+        )
+    else:
+        with contextlib.suppress(GuestAgentError):
+            agent.cancel(exc.handle if exc.handle is not None else exc.pid)
+        what = "it was killed (--keep leaves it running, to collect later)"
+    return CommandTimeoutError(
+        f"the process was still running in {agent.target} after {exc.timeout:g} s: {what}",
+        pid=exc.pid,
+        argv=exc.argv,
+        timeout=exc.timeout,
+        handle=exc.handle,
+        target=exc.target,
+        command=exc.command,
+    )
 
 
 def _shell_arguments(parser: argparse.ArgumentParser) -> None:
@@ -168,8 +284,7 @@ def _prepare_shell(ctx: Context, namespace: argparse.Namespace) -> Runner:
     data = _stdin_data(ctx, namespace)
 
     def run(agent: GuestAgent) -> Outcome:
-        script = namespace.script
-        return _run_outcome(agent.run_shell(script, input=data, env=env, timeout=ctx.timeout))
+        return _run_waiting(ctx, agent, [SHELL, "-c", namespace.script], data, env, namespace)
 
     return run
 
@@ -220,8 +335,24 @@ def parse_copy(source: str, destination: str) -> tuple[GuestPath, str, bool]:
 
 
 def _cp_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", metavar="SRC", help="DOMAIN:/path, :/path, or a local path")
-    parser.add_argument("destination", metavar="DST", help="as SRC; one side local")
+    parser.add_argument(
+        "source", metavar="SRC", help="DOMAIN:/path, :/path, a local path, or - for stdin"
+    )
+    parser.add_argument("destination", metavar="DST", help="as SRC (- for stdout); one side local")
+    parser.add_argument(
+        "--mode",
+        type=lambda text: int(text, 8),
+        metavar="OCTAL",
+        help="permissions of the guest file, set before any data lands (default: those of "
+        "the file replaced, else 644)",
+    )
+    parser.add_argument(
+        "--in-place",
+        action="store_true",
+        help="write the guest file in place (truncated first, partial if interrupted) "
+        "instead of into a temporary file renamed when complete; for guests without a "
+        "POSIX shell, or where the agent refuses to run programs",
+    )
 
 
 def _prepare_cp(ctx: Context, namespace: argparse.Namespace) -> Runner:
@@ -237,6 +368,21 @@ def _prepare_cp(ctx: Context, namespace: argparse.Namespace) -> Runner:
 
     def run(agent: GuestAgent) -> Outcome:
         target = destination
+        if download and target == "-":
+            data = agent.read_file(source)
+            ctx.out.raw(data)
+            return Outcome({"source": source, "destination": "-", "bytes": len(data)}, text=())
+        if not download and source == "-":
+            if target.endswith("/"):
+                raise UsageError("cp from stdin (-) needs a guest file name, not a directory")
+            count = agent.upload(
+                "-",
+                target,
+                source=sys.stdin.buffer,
+                mode=namespace.mode,
+                atomic=not namespace.in_place,
+            )
+            return Outcome({"source": "-", "destination": target, "bytes": count}, text=())
         if download and os.path.isdir(target):
             target = os.path.join(target, os.path.basename(source.rstrip("/\\")))
         elif not download and target.endswith(("/", "\\")):
@@ -246,7 +392,13 @@ def _prepare_cp(ctx: Context, namespace: argparse.Namespace) -> Runner:
             if download:
                 count = agent.download(source, target, progress=progress)
             else:
-                count = agent.upload(source, target, progress=progress)
+                count = agent.upload(
+                    source,
+                    target,
+                    progress=progress,
+                    mode=namespace.mode,
+                    atomic=not namespace.in_place,
+                )
         finally:
             if progress is not None:
                 progress.finish()

@@ -52,8 +52,7 @@ HINTS: Final[dict[Remedy, Words]] = {
     Remedy.WAIT_FOR_AGENT: lambda where, details: f"`qga {where} wait` waits for it",
     Remedy.USE_BACKEND: _backend,
     Remedy.COLLECT: lambda where, details: (
-        f"`qga {where} exec-status {_pid(details)}` gives its output once it has ended; "
-        f"`qga {where} exec -- kill {_pid(details)}` stops it"
+        f"`qga {where} exec --collect {_pid(details)}` waits for it and prints its output"
     ),
     Remedy.CAPTURE_IN_FILES: lambda where, details: (
         "send the output to a file in the guest (`qga "
@@ -75,6 +74,10 @@ HINTS: Final[dict[Remedy, Words]] = {
     ),
     Remedy.SHARE_SOCKET: lambda where, details: (
         "wait for the other programs using the agent's socket to finish, or run fewer at once"
+    ),
+    Remedy.WRITE_IN_PLACE: lambda where, details: (
+        "`qga cp --in-place` writes the file in place instead (truncated first, partial if "
+        "interrupted; no --mode)"
     ),
 }
 """Every remedy, in qga's words."""

@@ -4,25 +4,54 @@ The agent reads and writes through handles, a chunk per call, base64 on the wire
 chunk size follows the transport's limits (libvirt: 64 KiB requests, ~3 MiB replies), so
 callers never meet them; memory stays bounded by the chunk size for streams, whatever
 the file size. Handles are always closed, also on errors. A failed transfer raises
-:class:`~qga_libvirt.errors.TransferError` saying how many bytes reached the other side,
-and a download never leaves a partial file under its final name.
+:class:`~qga_libvirt.errors.TransferError` saying how many bytes reached the other side.
+
+Nothing is ever left half-written under its final name, whatever stops a transfer
+(an error, Ctrl-C, the process killed):
+
+- A download goes to a temporary file beside the destination, renamed into place when
+  complete; it gets the mode the destination had, or the umask's for a new file.
+- An upload (:meth:`FileOps.upload`, :meth:`FileOps.write_file`) goes to a temporary
+  file beside the destination in the guest (``.NAME.qga-XXXX.part``), created with its
+  final mode before any data lands, and renamed into place by ``mv`` in the guest
+  (guest-exec, POSIX guests) once complete; on failure it is removed. The old content
+  stays until then. Where the guest cannot run ``mv`` (Windows, guest-exec disabled)
+  the upload refuses and says so: ``atomic=False`` writes in place instead (the
+  destination is then truncated first, and partial on failure).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import TYPE_CHECKING, BinaryIO, Final
 
 from ..commands import Commands
-from ..errors import AgentCommandError, GuestAgentError, TransferError
+from ..errors import AgentCommandError, GuestAgentError, Hint, Remedy, TransferError
 from ..models import SeekWhence
 from ..transports.base import Transport
 
-__all__ = ["READ_CHUNK", "WRITE_CHUNK", "FileOps", "Progress"]
+__all__ = ["DEFAULT_MODE", "READ_CHUNK", "WRITE_CHUNK", "FileOps", "Progress"]
+
+DEFAULT_MODE: Final = 0o644
+"""Mode of a new guest file written atomically, when no ``mode=`` is given."""
+# Create the temporary file empty and private, then give it its final mode (the
+# destination's when it exists, unless one is asked): before any data lands.
+_PREPARE: Final = (
+    't=$1 m=$2 d=$3; umask 077; : >"$t" || exit 1; '
+    'if [ -z "$m" ]; then m=$(stat -c %a "$d" 2>/dev/null) || m=644; fi; chmod "$m" "$t"'
+)
+_IN_PLACE: Final = Hint(
+    Remedy.WRITE_IN_PLACE, "write in place instead (atomic=False, and no mode=)"
+)
+_CHMOD: Final = 'exec chmod "$1" "$2"'
+_RENAME: Final = 'exec mv -f -- "$1" "$2"'
+_DISCARD: Final = 'exec rm -f -- "$1"'
+
 
 Progress = Callable[[int, int | None], None]
 """Called after each chunk with (bytes done, total bytes or None when unknown)."""
@@ -53,6 +82,11 @@ class FileOps(Commands):
     """Whole-file and streamed transfer; mixed into :class:`~qga_libvirt.GuestAgent`."""
 
     transport: Transport
+
+    if TYPE_CHECKING:  # provided by RunOps, another base of GuestAgent
+
+        def _posix_guest(self) -> bool: ...
+        def _exec_and_wait(self, argv: Sequence[str]) -> int | None: ...
 
     @property
     def read_chunk(self) -> int:
@@ -117,9 +151,14 @@ class FileOps(Commands):
         Raises: as :meth:`read_file`; OSError for local file errors.
         """
         target = Path(local_path)
+        try:
+            mode = target.stat().st_mode & 0o7777
+        except OSError:
+            mode = 0o666 & ~_umask()
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
         done = 0
         try:
+            os.fchmod(fd, mode)
             with os.fdopen(fd, "wb") as out:
                 for data in self.iter_file(guest_path, progress=progress):
                     out.write(data)
@@ -140,20 +179,36 @@ class FileOps(Commands):
         *,
         append: bool = False,
         progress: Progress | None = None,
+        mode: int | None = None,
+        atomic: bool = True,
     ) -> int:
-        """Write ``data`` to a guest file (created or truncated, or appended to).
+        """Write ``data`` to a guest file (created or replaced, or appended to).
 
-        Returns the byte count. Raises :class:`TransferError` saying how many bytes were
-        written when it fails part-way.
+        ``atomic`` (not with ``append``): the file is replaced only once all of ``data``
+        is in the guest (see the module docs); needs guest-exec and a POSIX shell.
+        ``atomic=False`` writes in place. ``mode``: the file's permission bits, set
+        before any data lands (default: the existing file's, else
+        :data:`DEFAULT_MODE`; in place: the agent's for a new file).
+
+        Returns the byte count.
+
+        Raises:
+            TransferError: writing failed part-way (how many bytes were written); when
+                atomic, the destination is untouched.
+            AgentCommandError: the guest could not open or rename the file.
+            GuestAgentError: atomic, and the guest cannot rename through guest-exec (the
+                message says to write in place with ``atomic=False``).
         """
         view = memoryview(data)
         chunk = self.write_chunk
-        return self._write_chunks(
+        return self._write(
             path,
             (view[i : i + chunk] for i in range(0, len(view), chunk)),
             len(data),
             append=append,
             progress=progress,
+            mode=mode,
+            atomic=atomic,
         )
 
     def upload(
@@ -163,19 +218,110 @@ class FileOps(Commands):
         *,
         append: bool = False,
         progress: Progress | None = None,
+        mode: int | None = None,
+        atomic: bool = True,
+        source: BinaryIO | None = None,
     ) -> int:
-        """Copy a local file to the guest, streamed (memory bounded by one chunk).
+        """Copy a local file (or the open binary ``source``, e.g. stdin; then
+        ``local_path`` only names it) to the guest, streamed (memory bounded by one
+        chunk); ``mode`` and ``atomic`` as :meth:`write_file`.
 
         Raises: as :meth:`write_file`; OSError for local file errors.
         """
-        with open(local_path, "rb") as source:
-            total = os.fstat(source.fileno()).st_size
-            return self._write_chunks(
+        if source is not None:
+            return self._write(
                 guest_path,
                 _chunks(source, self.write_chunk),
+                None,
+                append=append,
+                progress=progress,
+                mode=mode,
+                atomic=atomic,
+            )
+        with open(local_path, "rb") as opened:
+            total = os.fstat(opened.fileno()).st_size
+            return self._write(
+                guest_path,
+                _chunks(opened, self.write_chunk),
                 total,
                 append=append,
                 progress=progress,
+                mode=mode,
+                atomic=atomic,
+            )
+
+    def _write(
+        self,
+        path: str,
+        chunks: Iterator[bytes] | Iterator[memoryview],
+        total: int | None,
+        *,
+        append: bool,
+        progress: Progress | None,
+        mode: int | None,
+        atomic: bool,
+    ) -> int:
+        if append or not atomic:
+            if mode is not None:
+                self._guest_shell(
+                    path, _CHMOD, "setting the mode of", f"{mode:o}", path, touch=path
+                )
+            return self._write_chunks(path, chunks, total, append=append, progress=progress)
+        head, _, name = path.rpartition("/")
+        temp = f"{head}/.{name}.qga-{secrets.token_hex(4)}.part"
+        self._guest_shell(
+            path,
+            _PREPARE,
+            "creating a temporary file for",
+            temp,
+            "" if mode is None else f"{mode:o}",
+            path,
+        )
+        try:
+            done = self._write_chunks(temp, chunks, total, append=False, progress=progress)
+            self._guest_shell(path, _RENAME, "renaming the complete upload into", temp, path)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the error on its way matters more
+                self._guest_shell(path, _DISCARD, "removing the partial upload of", temp)
+            raise
+        return done
+
+    def _guest_shell(self, path: str, script: str, doing: str, *args: str, touch: str = "") -> None:
+        """Run one of our shell lines in the guest; its failure is an error naming ``path``.
+
+        Raises:
+            GuestAgentError: the guest cannot run it (not POSIX, guest-exec refused), or
+                it failed.
+        """
+        where = self.transport.target
+        if touch:  # in place: create it first, so that chmod has something to act on
+            self._close_quietly(self.file_open(touch, "ab"))
+        if not self._posix_guest():
+            raise GuestAgentError(
+                f"{doing} {path} on {where} needs a POSIX shell in the guest (guest-exec); "
+                "this guest has none",
+                hint=_IN_PLACE,
+                target=where,
+                command=Commands.exec.wire,
+            )
+        try:
+            code = self._exec_and_wait(["/bin/sh", "-c", script, "qga-cp", *args])
+        except AgentCommandError as exc:
+            raise GuestAgentError(
+                f"{doing} {path} on {where} needs guest-exec, which the agent refused ({exc.desc})",
+                hint=_IN_PLACE,
+                cause=exc,
+                target=where,
+                command=exc.command,
+            ) from exc
+        if code != 0:
+            raise AgentCommandError(
+                f"{doing} {path} on {where} failed in the guest (exit code {code}): is the "
+                "directory there and writable, and the mode valid?",
+                error_class="GenericError",
+                desc=f"exit code {code}",
+                target=where,
+                command=Commands.exec.wire,
             )
 
     def _write_chunks(
@@ -239,6 +385,20 @@ class FileOps(Commands):
 def _chunks(source: BinaryIO, size: int) -> Iterator[bytes]:
     while data := source.read(size):
         yield data
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it where Linux tells it."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
 
 
 def _total(total: int | None) -> str:

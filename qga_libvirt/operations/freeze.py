@@ -10,9 +10,17 @@ thaws on the way out, whatever happened inside. What can go wrong is handled lou
   (a frozen guest blocks every writer), and leaving the block then raises
   :class:`~qga_libvirt.errors.FreezeTimeoutError` (or, if the body raised, notes it on
   the body's exception), since what the body did after the thaw is not consistent.
-- A freeze request whose reply is lost (timeout, connection lost) may have frozen the
-  guest anyway: it is thawed before the error is raised. A freeze the agent refuses
-  is not thawed: when the refusal is GuestFrozenError, someone else's freeze is on.
+- A freeze request whose reply is lost (timeout, connection lost, Ctrl-C while it was on
+  its way) may have frozen the guest anyway: it is thawed before the error goes on. A
+  freeze the agent refuses is not thawed: when the refusal is GuestFrozenError, someone
+  else's freeze is on. Every exception, KeyboardInterrupt included, thaws and is
+  re-raised; a thaw that fails for any reason is ThawError, never silence.
+- The freezing process may die (SIGKILL, a crash) or hang: a thaw guard process
+  (:mod:`~qga_libvirt.operations.thawguard`), started before the freeze and detached
+  from us, thaws when we die without releasing it, or ``timeout`` +
+  :data:`~qga_libvirt.operations.thawguard.GRACE` seconds after the freeze. It needs
+  an agent another process can reach (a socket path, or libvirt); for a connected fd or
+  a fake transport there is none.
 
 While frozen the agent refuses every command but ping, info, sync, fsfreeze-status
 and fsfreeze-thaw: such calls raise :class:`~qga_libvirt.errors.GuestFrozenError`.
@@ -38,6 +46,7 @@ from ..errors import (
 )
 from ..models import FsfreezeStatus
 from ..transports.base import Transport
+from .thawguard import Reach, ThawGuard
 
 __all__ = ["FREEZE_TIMEOUT", "THAW_ATTEMPTS", "FreezeOps"]
 
@@ -89,15 +98,21 @@ class FreezeOps(Commands):
             GuestAgentError: the freeze request failed; the guest was thawed first.
         """
         agent = self.with_timeout(max(self.timeout, _CALL_TIMEOUT))
+        reach = Reach.of(self.transport)
+        guard = ThawGuard.start(reach, timeout) if reach is not None else None
         try:
             if mountpoints is None:
                 count = agent.fsfreeze_freeze()
             else:
                 count = agent.fsfreeze_freeze_list(mountpoints)
         except AgentCommandError:
+            if guard is not None:
+                guard.release()  # refused: nothing of ours is frozen
             raise
-        except GuestAgentError:
-            agent._thaw()  # the freeze may have happened; its reply did not come back
+        except BaseException:
+            # The freeze may have happened (its reply did not come back; Ctrl-C while
+            # it was on its way): thaw, then let the original error go on.
+            agent._thaw(guard)
             raise
         watchdog = _Watchdog(agent, timeout) if timeout is not None else None
         body_error: BaseException | None = None
@@ -109,7 +124,7 @@ class FreezeOps(Commands):
         finally:
             if watchdog is not None:
                 watchdog.stop()
-            agent._thaw()  # again after the watchdog: a thaw of thawed filesystems is a no-op
+            agent._thaw(guard)  # again after the watchdog: a thaw of thawed filesystems is a no-op
             if watchdog is not None and watchdog.fired:
                 late = (
                     f"the filesystems of {self.target} were thawed by the watchdog after "
@@ -121,37 +136,56 @@ class FreezeOps(Commands):
                     raise FreezeTimeoutError(late, target=self.target, hint=hint)
                 body_error.add_note(f"{late}; {hint.text}")
 
-    def _thaw(self) -> int:
+    def _thaw(self, guard: ThawGuard | None = None) -> int:
         """Thaw, retrying with a backoff; succeed also when the guest reports thawed.
+
+        Then ``guard`` is released; if thawing failed it is abandoned instead, so that it
+        keeps trying once this process lets go of the agent.
 
         Raises:
             ThawError: every attempt failed and the guest is not known to be thawed.
         """
         delay = 0.1
+        last: BaseException | None = None
         for attempt in range(1, THAW_ATTEMPTS + 1):
             try:
-                return self.fsfreeze_thaw()
-            except GuestAgentError as exc:
+                count = self.fsfreeze_thaw()
+            except Exception as exc:  # whatever broke, the guest must not stay frozen silently
                 last = exc
-            with contextlib.suppress(GuestAgentError):
+            else:
+                if guard is not None:
+                    guard.release()
+                return count
+            with contextlib.suppress(Exception):
                 if self.fsfreeze_status() == FsfreezeStatus.THAWED:
+                    if guard is not None:
+                        guard.release()
                     return 0
             if attempt < THAW_ATTEMPTS:
                 time.sleep(delay)
                 delay *= 2
+        if guard is not None:
+            guard.abandon()
+        cause = last if isinstance(last, GuestAgentError) else None
+        keeps_trying = (
+            f" (a guard process, pid {guard.pid}, keeps trying as soon as this process lets "
+            "go of the agent)"
+            if guard is not None
+            else ""
+        )
         raise ThawError(
             f"the filesystems of {self.target} are STILL FROZEN: "
-            f"{Commands.fsfreeze_thaw.wire} failed {THAW_ATTEMPTS} times ({last}). Until "
-            "they are thawed, every write in the guest blocks",
+            f"{Commands.fsfreeze_thaw.wire} failed {THAW_ATTEMPTS} times ({last!s})"
+            f"{keeps_trying}. Until they are thawed, every write in the guest blocks",
             hint=Hint(
                 Remedy.THAW,
                 f"thaw them now with {_how_to_thaw(self.target)}",
                 {"target": self.target},
             ),
             attempts=THAW_ATTEMPTS,
-            cause=last,
+            cause=cause,
             target=self.target,
-            command=last.command,
+            command=Commands.fsfreeze_thaw.wire,
         ) from last
 
 
