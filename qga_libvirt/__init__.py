@@ -13,7 +13,7 @@ Quick start::
 """
 
 from .client import DEFAULT_TIMEOUT, GuestAgent
-from .commands import Command, Commands
+from .commands import Arguments, Command, Commands, Facts, command
 from .discovery import AgentChannel, DomainInfo, list_domains
 from .errors import (
     ERR_CANNOT_READ,
@@ -66,6 +66,7 @@ __all__ = [
     "AgentTimeoutError",
     "AgentUnreachableError",
     "AgentUnresponsiveError",
+    "Arguments",
     "Command",
     "CommandDisabledError",
     "CommandFailedError",
@@ -77,6 +78,7 @@ __all__ = [
     "DomainInfo",
     "DomainNotFoundError",
     "DomainNotRunningError",
+    "Facts",
     "FakeTransport",
     "FleetResult",
     "FleetTarget",
@@ -98,6 +100,7 @@ __all__ = [
     "ThawError",
     "TransferError",
     "Transport",
+    "command",
     "fleet_call",
     "fleet_ping",
     "list_domains",

@@ -29,6 +29,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     Tag,
+    model_validator,
 )
 
 __all__ = [
@@ -421,7 +422,9 @@ class ExecStatus(Model):
     """A guest-exec process: running, or exited with its code or signal and its output.
 
     ``out_data``/``err_data`` are the captured bytes, None when output was not captured
-    or the process is still running.
+    or the process is still running. ``out_truncated``/``err_truncated`` are False for a
+    captured stream that was not cut, whichever the agent's generation (10.0 leaves them
+    out when false, 7.2 sends them).
     """
 
     exited: bool
@@ -431,6 +434,20 @@ class ExecStatus(Model):
     err_data: Base64Bytes | None = None
     out_truncated: bool | None = None
     err_truncated: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _untruncated_when_not_said(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        added = {
+            f"{stream}-truncated": False
+            for stream in ("out", "err")
+            if f"{stream}-data" in data
+            and f"{stream}-truncated" not in data
+            and f"{stream}_truncated" not in data
+        }
+        return {**data, **added} if added else data
 
 
 # --- the system -----------------------------------------------------------------------
