@@ -321,7 +321,7 @@ class GuestAgent(FileOps, RunOps, FreezeOps, PowerOps, CredentialOps):
             names = set(known_wire_names())
             if self._shared.info is not None:
                 names.update(entry.name for entry in self._shared.info.supported_commands)
-            close = difflib.get_close_matches(request.command, sorted(names), n=1)
+            close = difflib.get_close_matches(request.command, sorted(names), n=1, cutoff=0.8)
             return Availability(declared=False, suggestion=close[0] if close else None)
         facts = declared.facts
         guest_os = self._guest_os_for_message() if facts.platforms != "all" else None

@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 __all__ = [
+    "EXEC_OUTPUT_LIMIT",
     "AgentInfo",
     "Base64Bytes",
     "CaptureOutputMode",
@@ -418,13 +419,17 @@ class CaptureOutputMode(enum.StrEnum):
     MERGED = "merged"
 
 
+EXEC_OUTPUT_LIMIT = 16 << 20
+"""Bytes the agent keeps per captured stream; past it the stream is cut."""
+
+
 class ExecStatus(Model):
     """A guest-exec process: running, or exited with its code or signal and its output.
 
     ``out_data``/``err_data`` are the captured bytes, None when output was not captured
-    or the process is still running. ``out_truncated``/``err_truncated`` are False for a
-    captured stream that was not cut, whichever the agent's generation (10.0 leaves them
-    out when false, 7.2 sends them).
+    or the process is still running. ``out_truncated``/``err_truncated`` say whether a
+    captured stream was cut at :data:`EXEC_OUTPUT_LIMIT`, the same whichever the agent's
+    generation (10.0 leaves them out when false, and says false for a stream it cut).
     """
 
     exited: bool
@@ -437,17 +442,20 @@ class ExecStatus(Model):
 
     @model_validator(mode="before")
     @classmethod
-    def _untruncated_when_not_said(cls, data: Any) -> Any:
+    def _truncated_as_it_is(cls, data: Any) -> Any:
+        # 10.0 leaves the flags out when false; it also says false after cutting a
+        # stream at the limit (measured with 10.0.2: 17,000,000 bytes written, 16 MiB
+        # and out-truncated false returned). 7.2 says both right.
         if not isinstance(data, dict):
             return data
-        added = {
-            f"{stream}-truncated": False
-            for stream in ("out", "err")
-            if f"{stream}-data" in data
-            and f"{stream}-truncated" not in data
-            and f"{stream}_truncated" not in data
-        }
-        return {**data, **added} if added else data
+        fixed = dict(data)
+        for stream in ("out", "err"):
+            captured = fixed.get(f"{stream}-data")
+            if not isinstance(captured, str) or f"{stream}_truncated" in fixed:
+                continue
+            full = len(captured) * 3 // 4 - captured[-2:].count("=") >= EXEC_OUTPUT_LIMIT
+            fixed[f"{stream}-truncated"] = bool(fixed.get(f"{stream}-truncated")) or full
+        return fixed
 
 
 # --- the system -----------------------------------------------------------------------

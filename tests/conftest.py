@@ -29,6 +29,14 @@ def host_agent(
         yield agent
 
 
+@pytest.fixture(scope="session")
+def system_host_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostAgent]:
+    """The system's own qemu-ga only: for tests that pick their backend at run time
+    (``request.getfixturevalue``), which a parametrized fixture cannot serve."""
+    with HostAgent(tmp_path_factory.mktemp("agent-system")) as agent:
+        yield agent
+
+
 @pytest.fixture
 def agent(host_agent: HostAgent) -> Iterator[GuestAgent]:
     """A client of the host agent, closed after the test (so the next one can connect)."""
