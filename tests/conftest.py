@@ -46,5 +46,6 @@ def agent(host_agent: HostAgent) -> Iterator[GuestAgent]:
 
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
-    """libvirtd and the tiny guests: ok, sock, none, never (running) and off (shut off)."""
+    """libvirtd and the tiny guests: ok, ok10 (qemu-ga 10.0), sock, none, never (running) and
+    off (shut off)."""
     yield from boot_lab()
