@@ -20,7 +20,9 @@ Conventions the declarations follow:
 from __future__ import annotations
 
 import enum
+import importlib
 import inspect
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
@@ -66,6 +68,7 @@ __all__ = [
     "by_wire_name",
     "command",
     "known_wire_names",
+    "load_user_commands",
     "user_commands",
 ]
 
@@ -672,6 +675,31 @@ def all_commands() -> Iterator[Command[Any, Any]]:
 def user_commands() -> list[Command[Any, Any]]:
     """The commands users declared in classes of their own, in declaration order."""
     return list(_USER_BY_WIRE.values())
+
+
+USER_COMMANDS_ENV = "QGA_COMMANDS"
+"""Comma-separated modules that declare users' commands, for ``qga`` and ``qga-mcp``."""
+
+
+def load_user_commands(modules: str | None = None) -> list[Command[Any, Any]]:
+    """Import the modules that declare users' commands; return every user command.
+
+    ``modules`` is a comma-separated list of importable module names, by default
+    ``$QGA_COMMANDS``: how ``qga`` and ``qga-mcp`` learn commands a library user declared
+    (importing the module runs its declarations).
+
+    Raises:
+        ImportError: a module cannot be imported (the message names it).
+    """
+    names = os.environ.get(USER_COMMANDS_ENV, "") if modules is None else modules
+    for name in filter(None, (part.strip() for part in names.split(","))):
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            raise ImportError(
+                f"{USER_COMMANDS_ENV} names {name}, which cannot be imported: {exc}"
+            ) from exc
+    return user_commands()
 
 
 def known_wire_names() -> list[str]:

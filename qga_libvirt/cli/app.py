@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from ..commands import all_commands
+from ..commands import all_commands, load_user_commands, user_commands
 from ..errors import GuestAgentError
 from . import exits
 from .completion import SHELLS, Words, render
@@ -222,7 +222,8 @@ def synopsis(parser: argparse.ArgumentParser) -> str:
 @functools.cache
 def agent_subcommands() -> dict[str, Subcommand]:
     """Every subcommand that talks to an agent: one per declaration, helpers over them."""
-    found = {sub.name: sub for sub in map(wire_subcommand, all_commands())}
+    declared = [*all_commands(), *user_commands()]
+    found = {sub.name: sub for sub in map(wire_subcommand, declared)}
     found.update((helper.name, helper) for helper in helpers())
     return found
 
@@ -767,6 +768,10 @@ def _fail(out: Output, error: BaseException, state: _State) -> int:
 
 
 def _main(args: list[str], out: Output, state: _State) -> int:
+    try:  # $QGA_COMMANDS: users' own declared commands become subcommands
+        load_user_commands()
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
     options = top_parser().parse_args(args)
     out.json_mode = options.json
     state.options = options
