@@ -137,3 +137,26 @@ def test_qga_knows_declared_commands(vendor: Path) -> None:
     broken = qga("--socket", fake.path, "ping", vendor=Path("/nonexistent"))
     assert broken.returncode == 2
     assert b"QGA_COMMANDS names vendor_qga" in broken.stderr
+
+
+@pytest.mark.anyio
+async def test_the_mcp_raw_tool_knows_declared_commands(vendor: Path) -> None:
+    from mcp import Client
+
+    from mcp_server import Config, Group, build_server
+
+    load_user_commands("vendor_qga")
+    with FakeAgent() as fake:
+        fake.script("guest-vendor-restart", NoReply(), times=None)
+        config = Config(socket=[f"vm={fake.path}"], enable=[Group.RAW])
+        async with Client(build_server(config)) as client:
+            arguments = {"domain": "vm", "command": "guest-vendor-restart"}
+            start = time.monotonic()
+            result = await client.call_tool("agent_command", arguments)
+            assert not result.is_error
+            assert result.structured_content is not None
+            assert result.structured_content["result"] is None
+            assert time.monotonic() - start < 1  # declared: no reply awaited
+            commands_module._USER_BY_WIRE.pop("guest-vendor-restart")
+            undeclared = await client.call_tool("agent_command", arguments)
+            assert undeclared.is_error  # a reply is awaited, and never comes
