@@ -514,6 +514,8 @@ class Commands:
         With "stdout" or "stderr" alone, qemu-ga 10.0 may never report the process as
         exited (measured with 10.0.2: every time in a guest, now and then on a host):
         prefer "separated".
+        exited (measured with 10.0.2: every time in a guest, now and then on a host):
+        prefer "separated".
         """
         return {
             "path": path,
