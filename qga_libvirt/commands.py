@@ -508,12 +508,6 @@ class Commands:
         in the final status (:class:`~qga_libvirt.models.ExecStatus`); a mode
         (:class:`~qga_libvirt.models.CaptureOutputMode`) picks the streams (agent 8.0+).
         With "stdout" or "stderr" alone, qemu-ga 10.0 may never report the process as
-        ``capture_output``, stdout and stderr are kept (up to 16 MiB each) and come back
-        in the final status (:class:`~qga_libvirt.models.ExecStatus`); a mode
-        (:class:`~qga_libvirt.models.CaptureOutputMode`) picks the streams (agent 8.0+).
-        With "stdout" or "stderr" alone, qemu-ga 10.0 may never report the process as
-        exited (measured with 10.0.2: every time in a guest, now and then on a host):
-        prefer "separated".
         exited (measured with 10.0.2: every time in a guest, now and then on a host):
         prefer "separated".
         """
