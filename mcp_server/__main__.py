@@ -6,6 +6,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from qga_libvirt.commands import load_user_commands
+
 from .config import ConfigError, load_config, load_token
 from .server import serve
 
@@ -13,9 +15,10 @@ from .server import serve
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the server; returns the exit status (2 for a configuration error)."""
     try:
+        load_user_commands()  # $QGA_COMMANDS: the raw group knows users' declared commands
         config = load_config(argv)
         token = load_token(config)
-    except ConfigError as exc:
+    except (ConfigError, ImportError) as exc:
         print(f"qga-mcp: {exc}", file=sys.stderr)
         return 2
     # Before the SDK configures logging, so ours wins: plain lines on stderr, never stdout

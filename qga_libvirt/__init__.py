@@ -13,7 +13,7 @@ Quick start::
 """
 
 from .client import DEFAULT_TIMEOUT, GuestAgent
-from .commands import Command, Commands
+from .commands import Arguments, Command, Commands, Facts, command
 from .discovery import AgentChannel, DomainInfo, list_domains
 from .errors import (
     ERR_CANNOT_READ,
@@ -68,6 +68,7 @@ __all__ = [
     "AgentTimeoutError",
     "AgentUnreachableError",
     "AgentUnresponsiveError",
+    "Arguments",
     "Command",
     "CommandDisabledError",
     "CommandFailedError",
@@ -79,6 +80,7 @@ __all__ = [
     "DomainInfo",
     "DomainNotFoundError",
     "DomainNotRunningError",
+    "Facts",
     "FakeTransport",
     "FleetResult",
     "FleetTarget",
@@ -103,6 +105,7 @@ __all__ = [
     "ThawError",
     "TransferError",
     "Transport",
+    "command",
     "fleet_call",
     "fleet_ping",
     "list_domains",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import difflib
+import logging
 import os
 import socket
 import threading
@@ -12,20 +14,29 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from .commands import Arguments, Command, Commands, by_method_name, by_wire_name
+from . import wire
+from .commands import (
+    Arguments,
+    Command,
+    Commands,
+    by_method_name,
+    by_wire_name,
+    known_wire_names,
+)
 from .errors import (
     AgentCommandError,
     AgentNotConfiguredError,
     AgentNotConnectedError,
     AgentTimeoutError,
     AgentUnreachableError,
+    Availability,
     CommandDisabledError,
     ConnectionLostError,
     DomainNotFoundError,
     GuestAgentError,
     agent_error,
 )
-from .models import AgentInfo, FsfreezeStatus
+from .models import AgentInfo, FsfreezeStatus, OsInfo
 from .operations.credentials import CredentialOps
 from .operations.files import FileOps
 from .operations.freeze import FreezeOps
@@ -43,13 +54,35 @@ __all__ = ["DEFAULT_TIMEOUT", "GuestAgent"]
 DEFAULT_TIMEOUT = 5.0
 
 
+def _os_family(info: OsInfo) -> str | None:
+    """The family the declarations' platforms speak of: Linux, Windows, FreeBSD."""
+    if info.id == "mswindows" or (info.name or "").lower().startswith("microsoft windows"):
+        return "Windows"
+    if info.id == "freebsd" or (info.kernel_version or "").startswith("FreeBSD"):
+        return "FreeBSD"
+    return "Linux" if info.kernel_release else None
+
+
+def _newer_argument(request: Request, desc: str) -> tuple[str, str] | None:
+    """``(what, since)`` when the request used an argument form that ``desc`` names and
+    that is newer than the command (capture-output modes)."""
+    declared = by_wire_name(request.command)
+    if declared is None or not request.arguments:
+        return None
+    for argument, since, what in declared.facts.newer_arguments:
+        if argument in request.arguments and argument in desc:
+            return what, since
+    return None
+
+
 class _Shared:
     """State shared by an agent and its :meth:`GuestAgent.with_timeout` views."""
 
-    __slots__ = ("info",)
+    __slots__ = ("guest_os", "info")
 
     def __init__(self) -> None:
         self.info: AgentInfo | None = None
+        self.guest_os: str | None = None
 
 
 class GuestAgent(FileOps, RunOps, FreezeOps, PowerOps, CredentialOps):
@@ -210,30 +243,61 @@ class GuestAgent(FileOps, RunOps, FreezeOps, PowerOps, CredentialOps):
         declared = by_wire_name(command)
         replies = declared.facts.replies if declared is not None else True
         request = Request(command, dict(arguments) if arguments else None, replies)
-        reply = self.transport.execute(request, self.timeout if timeout is None else timeout)
+        reply = self._execute(request, self.timeout if timeout is None else timeout)
         if reply.is_error:
-            raise self._error(command, reply)
+            raise self._error(request, reply)
         return reply.value
 
     def _invoke(self, command: Command[Any, Any], arguments: Arguments) -> Any:
         request = Request(command.wire, arguments, command.facts.replies)
-        reply = self.transport.execute(request, self.timeout)
+        reply = self._execute(request, self.timeout)
         if reply.is_error:
-            raise self._error(command.wire, reply)
+            raise self._error(request, reply)
         if command.reply is None:
             return None
         value = command.parse(reply.value)
         if isinstance(value, AgentInfo):
             self._shared.info = value
+        elif isinstance(value, OsInfo):
+            self._shared.guest_os = _os_family(value)
         return value
 
-    def _error(self, command: str, reply: Reply) -> AgentCommandError:
+    def _execute(self, request: Request, timeout: float) -> Reply:
+        """Every call goes through here: the wire trace (see :mod:`qga_libvirt.wire`)."""
+        if not wire.log.isEnabledFor(logging.DEBUG):
+            return self.transport.execute(request, timeout)
+        target = self.target
+        wire.log.debug(wire.describe_request(target, request.command, request.arguments))
+        start = time.perf_counter()
+        try:
+            reply = self.transport.execute(request, timeout)
+        except BaseException as exc:
+            took = time.perf_counter() - start
+            wire.log.debug(wire.describe_reply(target, request.command, took, failure=exc))
+            raise
+        took = time.perf_counter() - start
+        if reply.is_error:
+            error = (str(reply.error_class), str(reply.desc))
+            line = wire.describe_reply(target, request.command, took, error=error)
+        else:
+            line = wire.describe_reply(target, request.command, took, value=reply.value)
+        wire.log.debug(line)
+        return reply
+
+    def _error(self, request: Request, reply: Reply) -> AgentCommandError:
+        command = request.command
         error_class, desc = reply.error_class, reply.desc
         assert error_class is not None
         assert desc is not None
         version = None
-        if error_class == "CommandNotFound" and command != Commands.info.wire:
+        availability = None
+        if command != Commands.info.wire and (
+            error_class == "CommandNotFound" or _newer_argument(request, desc) is not None
+        ):
+            # One or two more round trips, after a refusal only: the message can then
+            # say why (too old an agent, another OS's command, a typo).
             version = self._version_for_message()
+            availability = self._availability(request, desc)
 
         def typed(frozen: bool = False) -> AgentCommandError:
             return agent_error(
@@ -243,12 +307,40 @@ class GuestAgent(FileOps, RunOps, FreezeOps, PowerOps, CredentialOps):
                 command=command,
                 agent_version=version,
                 frozen=frozen,
+                availability=availability,
             )
 
         error = typed()
         if type(error) is CommandDisabledError and self._frozen_now(command):
             error = typed(frozen=True)
         return error
+
+    def _availability(self, request: Request, desc: str) -> Availability:
+        declared = by_wire_name(request.command)
+        if declared is None:
+            names = set(known_wire_names())
+            if self._shared.info is not None:
+                names.update(entry.name for entry in self._shared.info.supported_commands)
+            close = difflib.get_close_matches(request.command, sorted(names), n=1, cutoff=0.8)
+            return Availability(declared=False, suggestion=close[0] if close else None)
+        facts = declared.facts
+        guest_os = self._guest_os_for_message() if facts.platforms != "all" else None
+        since = facts.since_on(guest_os) if guest_os else facts.since
+        return Availability(
+            since=since or facts.since,
+            platforms=facts.platform_names,
+            on_guest_os=None if guest_os is None else since is not None,
+            guest_os=guest_os,
+            argument=_newer_argument(request, desc),
+        )
+
+    def _guest_os_for_message(self) -> str | None:
+        if self._shared.guest_os is None:
+            try:
+                self.get_osinfo()
+            except Exception:  # the error being reported matters more than this detail
+                return None
+        return self._shared.guest_os
 
     def _frozen_now(self, refused: str) -> bool:
         # Not every agent says that a command is disabled because of a freeze (the

@@ -20,7 +20,9 @@ Conventions the declarations follow:
 from __future__ import annotations
 
 import enum
+import importlib
 import inspect
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
@@ -65,12 +67,21 @@ __all__ = [
     "by_method_name",
     "by_wire_name",
     "command",
+    "known_wire_names",
+    "load_user_commands",
+    "user_commands",
 ]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 Arguments = dict[str, Any] | None
+
+
+_builtins_declared = False
+"""True once :class:`Commands` exists: declarations after it are the users'."""
+_BY_WIRE: dict[str, Command[Any, Any]] = {}
+_USER_BY_WIRE: dict[str, Command[Any, Any]] = {}
 
 
 class _Invoker(Protocol):
@@ -101,6 +112,35 @@ class Facts:
     frozen_safe: bool = False
     platforms: str = "all"
     changes_guest: bool = False
+    newer_arguments: tuple[tuple[str, str, str], ...] = ()
+    """``(wire argument, since, what)``: argument forms newer than the command itself,
+    e.g. ``("capture-output", "8.0", "capture-output modes")``."""
+
+    def _platforms(self) -> list[tuple[str, str]]:
+        """``[(OS, since)]`` from ``platforms`` (``"Linux (9.1), Windows (11.0)"``)."""
+        found = []
+        for part in self.platforms.split(","):
+            name, _, since = part.strip().partition(" (")
+            found.append((name, since.rstrip(")") or self.since))
+        return found
+
+    @property
+    def platform_names(self) -> str | None:
+        """The operating systems that have the command, for a message; None for all."""
+        if self.platforms == "all":
+            return None
+        names = [name for name, _ in self._platforms()]
+        return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+    def since_on(self, os: str) -> str | None:
+        """The first agent version with the command on guest OS ``os`` (``"Linux"``,
+        ``"Windows"``, ``"FreeBSD"``), or None when that OS's agent does not have it."""
+        if self.platforms == "all":
+            return self.since
+        for name, since in self._platforms():
+            if name == os or (name == "POSIX" and os != "Windows"):
+                return since
+        return None
 
 
 class Command(Generic[P, R]):
@@ -130,6 +170,11 @@ class Command(Generic[P, R]):
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.method = name
+        if _builtins_declared:  # a user's declaration, in a class of their own
+            builtin = _BY_WIRE.get(self.wire)
+            if builtin is not None:
+                raise ValueError(f"{self.wire} is already declared as Commands.{builtin.method}")
+            _USER_BY_WIRE[self.wire] = self
 
     def __repr__(self) -> str:
         return f"<Command {self.wire} -> {self.method}()>"
@@ -439,7 +484,16 @@ class Commands:
 
     # --- processes --------------------------------------------------------------------
 
-    @command("guest-exec", int, Facts("2.5", changes_guest=True), unwrap="pid")
+    @command(
+        "guest-exec",
+        int,
+        Facts(
+            "2.5",
+            changes_guest=True,
+            newer_arguments=(("capture-output", "8.0", "capture-output modes"),),
+        ),
+        unwrap="pid",
+    )
     def exec(
         path: str,
         args: Sequence[str] | None = None,
@@ -453,6 +507,9 @@ class Commands:
         ``capture_output``, stdout and stderr are kept (up to 16 MiB each) and come back
         in the final status (:class:`~qga_libvirt.models.ExecStatus`); a mode
         (:class:`~qga_libvirt.models.CaptureOutputMode`) picks the streams (agent 8.0+).
+        With "stdout" or "stderr" alone, qemu-ga 10.0 may never report the process as
+        exited (measured with 10.0.2: every time in a guest, now and then on a host):
+        prefer "separated".
         """
         return {
             "path": path,
@@ -620,19 +677,55 @@ class Commands:
 
 
 def all_commands() -> Iterator[Command[Any, Any]]:
-    """Every declared command, in declaration order."""
+    """Every command this library declares (:class:`Commands`), in declaration order."""
     for value in vars(Commands).values():
         if isinstance(value, Command):
             yield value
 
 
-_BY_WIRE: dict[str, Command[Any, Any]] = {c.wire: c for c in all_commands()}
+def user_commands() -> list[Command[Any, Any]]:
+    """The commands users declared in classes of their own, in declaration order."""
+    return list(_USER_BY_WIRE.values())
+
+
+USER_COMMANDS_ENV = "QGA_COMMANDS"
+"""Comma-separated modules that declare users' commands, for ``qga`` and ``qga-mcp``."""
+
+
+def load_user_commands(modules: str | None = None) -> list[Command[Any, Any]]:
+    """Import the modules that declare users' commands; return every user command.
+
+    ``modules`` is a comma-separated list of importable module names, by default
+    ``$QGA_COMMANDS``: how ``qga`` and ``qga-mcp`` learn commands a library user declared
+    (importing the module runs its declarations).
+
+    Raises:
+        ImportError: a module cannot be imported (the message names it).
+    """
+    names = os.environ.get(USER_COMMANDS_ENV, "") if modules is None else modules
+    for name in filter(None, (part.strip() for part in names.split(","))):
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            raise ImportError(
+                f"{USER_COMMANDS_ENV} names {name}, which cannot be imported: {exc}"
+            ) from exc
+    return user_commands()
+
+
+def known_wire_names() -> list[str]:
+    """Every declared wire name: this library's and the users'."""
+    return [*_BY_WIRE, *_USER_BY_WIRE]
+
+
+_BY_WIRE.update((c.wire, c) for c in all_commands())
 _BY_METHOD: dict[str, Command[Any, Any]] = {c.method: c for c in all_commands()}
+_builtins_declared = True
 
 
 def by_wire_name(wire: str) -> Command[Any, Any] | None:
-    """The declaration for a wire name, or None for a command not declared here."""
-    return _BY_WIRE.get(wire)
+    """The declaration for a wire name (this library's or a user's), or None."""
+    return _BY_WIRE.get(wire) or _USER_BY_WIRE.get(wire)
 
 
 def by_method_name(method: str) -> Command[Any, Any] | None:

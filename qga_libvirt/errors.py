@@ -31,7 +31,7 @@
     └── AgentCommandError            1004  the agent answered with an error (.error_class .desc)
         ├── CommandDisabledError           disabled by --block-rpcs/--allow-rpcs
         │   └── GuestFrozenError           disabled because filesystems are frozen
-        └── CommandNotFoundError           unknown to this agent's version
+        └── CommandNotFoundError           not in this agent: too old, not on this OS, a typo
 
 Errors from below (OSError, json, libvirt) are never raised as they are: they become
 one of these, with the original kept as ``__cause__``. Every message says what is wrong
@@ -71,6 +71,7 @@ __all__ = [
     "AgentTimeoutError",
     "AgentUnreachableError",
     "AgentUnresponsiveError",
+    "Availability",
     "CommandDisabledError",
     "CommandFailedError",
     "CommandNotFoundError",
@@ -94,6 +95,7 @@ __all__ = [
     "ThawError",
     "TransferError",
     "agent_error",
+    "older",
 ]
 
 ERR_NO_CONNECT: Final = 1000
@@ -376,7 +378,53 @@ class GuestFrozenError(CommandDisabledError):
 
 
 class CommandNotFoundError(AgentCommandError):
-    """The agent's version does not know the command."""
+    """The agent does not have the command: its version is too old, the guest's operating
+    system has no such command (guest-get-devices exists only on Windows), or the name is
+    not a command at all (the message suggests the closest one)."""
+
+
+@dataclass(frozen=True)
+class Availability:
+    """What is known of a refused command, for the message of the agent's refusal.
+
+    The client fills it from the command's declaration (its ``since`` and platforms), the
+    agent's version and the guest's operating system, where it knows them.
+
+    Attributes:
+        declared: False when no declaration has this wire name (a typo, or a command
+            of another agent).
+        since: the first qemu-guest-agent version that has the command (on the guest's
+            operating system, when that is known).
+        platforms: the operating systems whose agent has it (``"Windows"``), when not all.
+        on_guest_os: False when the guest's operating system is known not to have it.
+        guest_os: the guest's operating system (``"Linux"``, ``"Windows"``), when known.
+        suggestion: the closest known wire name, for a name nobody declared.
+        argument: ``(what, since)`` for an argument form newer than the command itself
+            (``("capture-output modes", "8.0")``), when the request used it.
+    """
+
+    declared: bool = True
+    since: str | None = None
+    platforms: str | None = None
+    on_guest_os: bool | None = None
+    guest_os: str | None = None
+    suggestion: str | None = None
+    argument: tuple[str, str] | None = None
+
+
+def older(version: str | None, than: str | None) -> bool:
+    """Whether agent ``version`` ("7.2.0", "10.0.2") is older than ``than`` ("8.0").
+
+    False when either is unknown or not a version.
+    """
+    if version is None or than is None:
+        return False
+    try:
+        have = tuple(int(part) for part in version.split("-")[0].split(".")[:3])
+        need = tuple(int(part) for part in than.split(".")[:3])
+    except ValueError:
+        return False
+    return have < need
 
 
 def agent_error(
@@ -387,30 +435,68 @@ def agent_error(
     command: str | None,
     agent_version: str | None = None,
     frozen: bool = False,
+    availability: Availability | None = None,
 ) -> AgentCommandError:
     """Turn an agent ``{"error": {"class", "desc"}}`` into the matching typed error.
 
     This is the one place where the agent's error texts are interpreted; every backend
-    (raw socket, libvirt) goes through it.
+    (raw socket, libvirt) goes through it. ``availability`` (what the declarations and
+    the guest say of the command) lets the message tell a command that the guest's
+    operating system does not have, or that needs a newer agent, or a misspelt name,
+    from one that the agent's configuration disabled.
     """
+    known = availability or Availability()
+    name = command or "command"
     where = f" on {target}" if target else ""
     version = f" (agent version {agent_version})" if agent_version else ""
+    runs = f"; this guest runs {agent_version}" if agent_version else ""
     cls: type[AgentCommandError] = AgentCommandError
     if error_class == "CommandNotFound":
         lowered = desc.lower()
-        if "has been disabled" in lowered:
+        disabled = "has been disabled" in lowered
+        if known.on_guest_os is False or (
+            # Not found by an agent new enough to have it: its OS does not.
+            known.on_guest_os is None
+            and known.platforms is not None
+            and not disabled
+            and not older(agent_version, known.since)
+        ):
+            # 7.2 lists the Windows-only commands as disabled on Linux; 10.0 omits them:
+            # either way the guest's OS has no such command.
+            cls = CommandNotFoundError
+            guest = f"; this guest runs {known.guest_os}" if known.guest_os else ""
+            message = f"{name} exists only on {known.platforms} guests{guest}{where} [{desc}]"
+            return cls(message, error_class=error_class, desc=desc, target=target, command=command)
+        if disabled:
             if frozen or "frozen state" in lowered:
                 cls = GuestFrozenError
                 hint = "the guest's filesystems are frozen; thaw them (guest-fsfreeze-thaw) first"
             else:
                 cls = CommandDisabledError
                 hint = "it is disabled in the agent's configuration (--block-rpcs/--allow-rpcs)"
+            message = f"{name} refused{where}{version}: {hint} [{desc}]"
+        elif not known.declared:
+            cls = CommandNotFoundError
+            close = f"; did you mean {known.suggestion}?" if known.suggestion else ""
+            message = f"{name} is unknown to the agent{where}{version}{close} [{desc}]"
+        elif older(agent_version, known.since):
+            cls = CommandNotFoundError
+            message = (
+                f"{name} needs qemu-guest-agent {known.since} or newer{runs}{where}: "
+                f"upgrade qemu-guest-agent in the guest [{desc}]"
+            )
         else:
             cls = CommandNotFoundError
-            hint = "this agent's version does not have it; upgrade qemu-guest-agent in the guest"
-        message = f"{command or 'command'} refused{where}{version}: {hint} [{desc}]"
+            hint = "this agent does not have it; upgrade qemu-guest-agent in the guest"
+            message = f"{name} refused{where}{version}: {hint} [{desc}]"
+    elif known.argument is not None and older(agent_version, known.argument[1]):
+        what, since = known.argument
+        message = (
+            f"{name} failed{where}: {what} need qemu-guest-agent {since} or newer{runs} "
+            f"[{error_class}: {desc}]"
+        )
     else:
-        message = f"{command or 'command'} failed{where}: {desc} [{error_class}]"
+        message = f"{name} failed{where}: {desc} [{error_class}]"
     return cls(message, error_class=error_class, desc=desc, target=target, command=command)
 
 

@@ -29,9 +29,11 @@ from pydantic import (
     Field,
     PlainSerializer,
     Tag,
+    model_validator,
 )
 
 __all__ = [
+    "EXEC_OUTPUT_LIMIT",
     "AgentInfo",
     "Base64Bytes",
     "CaptureOutputMode",
@@ -420,11 +422,17 @@ class CaptureOutputMode(enum.StrEnum):
     MERGED = "merged"
 
 
+EXEC_OUTPUT_LIMIT = 16 << 20
+"""Bytes the agent keeps per captured stream; past it the stream is cut."""
+
+
 class ExecStatus(Model):
     """A guest-exec process: running, or exited with its code or signal and its output.
 
     ``out_data``/``err_data`` are the captured bytes, None when output was not captured
-    or the process is still running.
+    or the process is still running. ``out_truncated``/``err_truncated`` say whether a
+    captured stream was cut at :data:`EXEC_OUTPUT_LIMIT`, the same whichever the agent's
+    generation (10.0 leaves them out when false, and says false for a stream it cut).
     """
 
     exited: bool
@@ -434,6 +442,23 @@ class ExecStatus(Model):
     err_data: Base64Bytes | None = None
     out_truncated: bool | None = None
     err_truncated: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _truncated_as_it_is(cls, data: Any) -> Any:
+        # 10.0 leaves the flags out when false; it also says false after cutting a
+        # stream at the limit (measured with 10.0.2: 17,000,000 bytes written, 16 MiB
+        # and out-truncated false returned). 7.2 says both right.
+        if not isinstance(data, dict):
+            return data
+        fixed = dict(data)
+        for stream in ("out", "err"):
+            captured = fixed.get(f"{stream}-data")
+            if not isinstance(captured, str) or f"{stream}_truncated" in fixed:
+                continue
+            full = len(captured) * 3 // 4 - captured[-2:].count("=") >= EXEC_OUTPUT_LIMIT
+            fixed[f"{stream}-truncated"] = bool(fixed.get(f"{stream}-truncated")) or full
+        return fixed
 
 
 # --- the system -----------------------------------------------------------------------

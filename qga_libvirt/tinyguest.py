@@ -15,7 +15,8 @@ Four agent set-ups (``agent=``):
 - ``"never-starts"``: the libvirt channel exists but the guest never starts qemu-ga
   (kernel command line ``qga.agent=off``).
 
-Files: the image lives in ``QGA_GUEST_CACHE`` (default ``/var/cache/qga-libvirt/guest``);
+Files: the image lives in ``QGA_GUEST_CACHE`` (default ``/var/cache/qga-libvirt/guest``;
+a guest built with another qemu-ga has its own cache beside it, see :func:`build`);
 each domain gets a directory ``QGA_GUEST_STATE_DIR/NAME`` (default
 ``/var/lib/qga-libvirt/domains/NAME``) holding its data disk and, for ``"socket"``, its
 socket; the serial console goes to ``/var/log/libvirt/qemu/NAME-console.log`` (kept after
@@ -26,6 +27,7 @@ guests hang on this machine kind.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import re
@@ -65,6 +67,8 @@ DEFAULT_STATE_DIR = Path("/var/lib/qga-libvirt/domains")
 CONSOLE_LOG_DIR = Path("/var/log/libvirt/qemu")
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 BUILD_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "build-tiny-guest.sh"
+SYSTEM_AGENT = Path("/usr/sbin/qemu-ga")
+"""The qemu-ga a tiny guest runs unless :func:`build` is given another."""
 QEMU_USER = "libvirt-qemu"
 """The user Debian's libvirt runs QEMU as: it must be able to create the raw socket."""
 
@@ -81,23 +85,30 @@ class GuestImage:
     data_template: Path
 
 
-def build(cache_dir: Path | None = None) -> GuestImage:
+def build(cache_dir: Path | None = None, agent: Path | None = None) -> GuestImage:
     """Build (or reuse the cached) tiny guest and return its paths.
 
-    ``cache_dir`` defaults to ``$QGA_GUEST_CACHE``, then ``/var/cache/qga-libvirt/guest``.
-    Fast (a hash check) when nothing changed.
+    ``agent`` is the qemu-ga binary the guest runs: the host's ``/usr/sbin/qemu-ga`` by
+    default, or another build that runs with the host's libraries (the 10.0 one
+    ``scripts/setup.sh`` fetches: :data:`qga_libvirt.testing.BACKPORTS_AGENT`).
+    ``cache_dir`` defaults to ``$QGA_GUEST_CACHE``, then ``/var/cache/qga-libvirt/guest``,
+    for the host's agent; for another, to a directory of its own beside that one
+    (``guest-<hash of the binary's path>``). Fast (a hash check) when nothing changed.
 
     Raises:
         FileNotFoundError: the build script is missing.
         RuntimeError: the build script failed (its stderr is in the message), or did
             not produce all three files.
     """
+    agent = agent or SYSTEM_AGENT
     if cache_dir is None:
         cache_dir = Path(os.environ.get("QGA_GUEST_CACHE", str(DEFAULT_CACHE_DIR)))
+        if agent != SYSTEM_AGENT:
+            cache_dir = cache_dir.with_name(_cache_name(agent))
     if not BUILD_SCRIPT.is_file():
         raise FileNotFoundError(f"build script not found: {BUILD_SCRIPT}")
     proc = subprocess.run(
-        ["bash", str(BUILD_SCRIPT), str(cache_dir)],
+        ["bash", str(BUILD_SCRIPT), str(cache_dir), str(agent)],
         capture_output=True,
         text=True,
         check=False,
@@ -115,6 +126,12 @@ def build(cache_dir: Path | None = None) -> GuestImage:
         if not path.is_file():
             raise RuntimeError(f"{BUILD_SCRIPT.name} did not produce {path}")
     return image
+
+
+def _cache_name(agent: Path) -> str:
+    """A cache directory name of its own for a qemu-ga that is not the host's."""
+    digest = hashlib.sha256(str(agent.resolve()).encode()).hexdigest()[:12]
+    return f"guest-{digest}"
 
 
 def _check_name(name: str) -> None:

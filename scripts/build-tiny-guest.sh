@@ -3,8 +3,10 @@
 # an initramfs (busybox-static + the host's /usr/sbin/qemu-ga and its shared libs +
 # virtio/ext4 modules) and a small ext4 data-disk template.
 #
-# Usage: build-tiny-guest.sh [CACHE_DIR]
+# Usage: build-tiny-guest.sh [CACHE_DIR [QEMU_GA]]
 #   CACHE_DIR defaults to $QGA_GUEST_CACHE, then /var/cache/qga-libvirt/guest.
+#   QEMU_GA is the qemu-ga binary to put in the guest (default /usr/sbin/qemu-ga; e.g.
+#   the bookworm-backports build scripts/setup.sh unpacks); give each its own CACHE_DIR.
 #   QGA_GUEST_KVER=VERSION picks the kernel (default: newest /boot/vmlinuz-* that
 #   has /lib/modules/VERSION).
 # Produces CACHE_DIR/{vmlinuz,initrd.img,data.img,stamp}; prints CACHE_DIR.
@@ -19,7 +21,7 @@
 set -euo pipefail
 
 CACHE=${1:-${QGA_GUEST_CACHE:-/var/cache/qga-libvirt/guest}}
-QGA_BIN=/usr/sbin/qemu-ga
+QGA_BIN=${2:-/usr/sbin/qemu-ga}
 BUSYBOX=/bin/busybox
 DATA_MIB=16
 SELF=$(readlink -f "${BASH_SOURCE[0]}")

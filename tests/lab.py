@@ -14,6 +14,7 @@ from typing import Any
 import libvirt
 
 from qga_libvirt import GuestAgent, tinyguest
+from qga_libvirt.testing import BACKPORTS_AGENT
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_URI = "qemu:///system"
@@ -27,6 +28,7 @@ class Lab:
     conn: Any
     prefix: str
     ok: str = ""  # libvirt agent channel, agent running
+    ok10: str = ""  # the same with qemu-ga 10.0 (the others run the host's 7.2)
     sock: str = ""  # agent on a raw socket added through <qemu:commandline>
     none: str = ""  # no agent channel at all
     never: str = ""  # libvirt channel, agent never started in the guest
@@ -48,6 +50,9 @@ def libvirtd_up() -> None:
 def boot_lab() -> Iterator[Lab]:
     libvirtd_up()
     image = tinyguest.build()
+    if not BACKPORTS_AGENT.exists():
+        raise RuntimeError(f"{BACKPORTS_AGENT} is missing: run scripts/setup.sh (make setup)")
+    image10 = tinyguest.build(agent=BACKPORTS_AGENT)
     conn = libvirt.open(LOCAL_URI)
     lab = Lab(conn=conn, prefix=f"qgat{os.getpid()}")
     kinds: dict[str, tinyguest.AgentMode] = {
@@ -64,6 +69,10 @@ def boot_lab() -> Iterator[Lab]:
             tinyguest.start(conn, name, image, agent=mode, data_disk=kind == "ok")
             lab.created.append(name)
             setattr(lab, kind, name)
+        lab.ok10 = lab.name("ok10")
+        tinyguest.destroy(conn, lab.ok10)
+        tinyguest.start(conn, lab.ok10, image10, agent="libvirt", data_disk=True, nic=True)
+        lab.created.append(lab.ok10)
         lab.off = lab.name("off")
         tinyguest.destroy(conn, lab.off)
         tinyguest.define(conn, lab.off, image, data_disk=False)
@@ -72,8 +81,8 @@ def boot_lab() -> Iterator[Lab]:
         def wait(name: str) -> None:
             GuestAgent.from_domain(name, conn).wait_for_agent(180)
 
-        with ThreadPoolExecutor(2) as pool:
-            list(pool.map(wait, [lab.ok, lab.sock]))
+        with ThreadPoolExecutor(3) as pool:
+            list(pool.map(wait, [lab.ok, lab.sock, lab.ok10]))
         lab.boot_seconds = time.monotonic() - start
         yield lab
     finally:

@@ -595,7 +595,10 @@ def test_call_runs_any_command_raw(sock: Path) -> None:
     assert qga("--socket", sock, "call", "guest-sync", "[1]").returncode == 2
     unknown = qga("--socket", sock, "call", "guest-no-such-thing")
     assert unknown.returncode == 4
-    assert "does not have it" in one_error_line(unknown)
+    assert "guest-no-such-thing is unknown to the agent" in one_error_line(unknown)
+    typo = qga("--socket", sock, "call", "guest-get-osifno")
+    assert typo.returncode == 4
+    assert "did you mean guest-get-osinfo?" in one_error_line(typo)
 
 
 @pytest.mark.agent

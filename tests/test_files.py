@@ -259,7 +259,7 @@ BACKENDS = [
 @pytest.fixture(params=BACKENDS)
 def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Remote]:
     if request.param == "host":
-        host: HostAgent = request.getfixturevalue("host_agent")
+        host: HostAgent = request.getfixturevalue("system_host_agent")
         agent = GuestAgent.from_socket(host.socket, 60)
         directory = tmp_path / "guest"
         directory.mkdir()

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from ..commands import all_commands
+from ..commands import all_commands, load_user_commands, user_commands
 from ..errors import GuestAgentError
 from . import exits
 from .completion import SHELLS, Words, render
@@ -115,7 +115,13 @@ def _output_options(parser: argparse.ArgumentParser, *, after: bool) -> None:
         "--debug",
         action="store_true",
         default=default or False,
-        help="show tracebacks and debug logs on errors",
+        help="show tracebacks on errors and the library's debug logs, wire trace included",
+    )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        default=default or False,
+        help="show every request and reply on stderr, secrets hidden (also QGA_TRACE=1)",
     )
     parser.add_argument(
         "--timeout",
@@ -180,7 +186,9 @@ def subcommand_parser(sub: Subcommand, prog: str) -> argparse.ArgumentParser:
     return parser
 
 
-_OUTPUT_OPTIONS: Final = frozenset({"-h", "--help", "-j", "--json", "--debug", "--timeout"})
+_OUTPUT_OPTIONS: Final = frozenset(
+    {"-h", "--help", "-j", "--json", "--debug", "--trace", "--timeout"}
+)
 
 
 def synopsis(parser: argparse.ArgumentParser) -> str:
@@ -214,7 +222,8 @@ def synopsis(parser: argparse.ArgumentParser) -> str:
 @functools.cache
 def agent_subcommands() -> dict[str, Subcommand]:
     """Every subcommand that talks to an agent: one per declaration, helpers over them."""
-    found = {sub.name: sub for sub in map(wire_subcommand, all_commands())}
+    declared = [*all_commands(), *user_commands()]
+    found = {sub.name: sub for sub in map(wire_subcommand, declared)}
     found.update((helper.name, helper) for helper in helpers())
     return found
 
@@ -341,10 +350,27 @@ class _State:
 
 def _merge(options: argparse.Namespace, given: argparse.Namespace, out: Output) -> None:
     """Output options given after the command count too."""
-    for key in ("json", "debug", "timeout"):
+    for key in ("json", "debug", "trace", "timeout"):
         if key in vars(given):
             setattr(options, key, getattr(given, key))
     out.json_mode = options.json
+    _logs(options)
+
+
+def _logs(options: argparse.Namespace) -> None:
+    """--debug: the library's debug logs; --trace or QGA_TRACE=1: the wire trace only."""
+    trace = options.trace or os.environ.get("QGA_TRACE", "") not in ("", "0")
+    if not (options.debug or trace):
+        return
+    from ..wire import LOGGER_NAME
+
+    logger = logging.getLogger("qga_libvirt" if options.debug else LOGGER_NAME)
+    logger.setLevel(logging.DEBUG)
+    if not any(getattr(h, "qga_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("qga: %(name)s: %(message)s"))
+        handler.qga_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
 
 
 def _leading_options(out: Output, options: argparse.Namespace, words: list[str]) -> list[str]:
@@ -742,11 +768,14 @@ def _fail(out: Output, error: BaseException, state: _State) -> int:
 
 
 def _main(args: list[str], out: Output, state: _State) -> int:
+    try:  # $QGA_COMMANDS: users' own declared commands become subcommands
+        load_user_commands()
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
     options = top_parser().parse_args(args)
     out.json_mode = options.json
     state.options = options
-    if options.debug:
-        logging.basicConfig(level=logging.DEBUG, format="qga: debug: %(name)s: %(message)s")
+    _logs(options)
     words: list[str] = options.words
     if options.help:
         return _help(out, None)

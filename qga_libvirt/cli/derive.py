@@ -293,7 +293,8 @@ def wire_subcommand(command: Command[Any, Any]) -> Subcommand:
         kwargs = call_arguments(command, namespace)
 
         def run(agent: GuestAgent) -> Outcome:
-            return Outcome(getattr(agent, command.method)(**kwargs), done=done)
+            method = command.__get__(agent, type(agent))  # users' declared commands too
+            return Outcome(method(**kwargs), done=done)
 
         return run
 
