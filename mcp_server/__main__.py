@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from qga_libvirt.commands import load_user_commands
 
-from .config import ConfigError, load_config, load_token
+from .config import ConfigError, generate_token, load_config, load_token
 from .server import serve
 
 
@@ -18,6 +18,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_user_commands()  # $QGA_COMMANDS: the raw group knows users' declared commands
         config = load_config(argv)
         token = load_token(config)
+        if config.http is not None and token is None and config.http_is_loopback:
+            token, path = generate_token(config)
+            print(
+                f"qga-mcp: no bearer token was given: generated one into {path} (mode 0600); "
+                f"clients must send 'Authorization: Bearer {token}'",
+                file=sys.stderr,
+                flush=True,
+            )
     except (ConfigError, ImportError) as exc:
         print(f"qga-mcp: {exc}", file=sys.stderr)
         return 2

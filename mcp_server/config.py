@@ -19,6 +19,8 @@ import enum
 import ipaddress
 import os
 import re
+import secrets
+import tempfile
 import tomllib
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal, get_args, get_origin
@@ -27,11 +29,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from qga_libvirt.discovery import default_uri
 
+from .policy import may_contain, parse_exec_rule
+
 __all__ = [
     "ENV_PREFIX",
     "Config",
     "ConfigError",
     "Group",
+    "generate_token",
     "load_config",
     "load_token",
 ]
@@ -104,13 +109,26 @@ class Config(BaseModel):
         description="guest directory (or file) write_file may write; files-write needs "
         "at least one",
     )
+    resolve_symlinks: bool = Field(
+        default=True,
+        description="check read-path/write-path against the path the guest resolves (its "
+        "symlinks followed, via realpath through guest-exec); without it a link under an "
+        "allowed directory could lead anywhere",
+    )
     allow_exec: list[str] = Field(
         default_factory=list,
-        description="executable run_command may start: its argv[0] exactly, or a glob "
-        "such as /usr/bin/*; default any",
+        description="program run_command may start, with the arguments it must start "
+        "with: 'PROGRAM [ARG...]', PROGRAM an absolute path or a glob whose wildcards do "
+        "not cross '/' (e.g. '/usr/bin/uptime', '/usr/bin/systemctl status'); the exec "
+        "group needs at least one; an empty list allows nothing",
+    )
+    allow_exec_launchers: bool = Field(
+        default=False,
+        description="accept allow-exec entries that match a shell or launcher (sh, env, "
+        "xargs, find, busybox, python, ...), which can run any program",
     )
     max_output_bytes: int = Field(
-        default=65536,
+        default=16384,
         gt=0,
         description="cap on what one call returns: command output per stream, a file "
         "page, an inventory reply",
@@ -125,10 +143,27 @@ class Config(BaseModel):
         description="filesystems frozen through fsfreeze_freeze are thawed by the server "
         "after this long at most",
     )
+    confirm_destructive: Literal["ask", "ask-or-allow", "never"] = Field(
+        default="ask",
+        description="before a call that changes the guest (exec, writes, credentials, "
+        "freeze, power, raw), ask the human through the MCP client (elicitation): ask = "
+        "and refuse when the client cannot ask; ask-or-allow = run it then; never = never ask",
+    )
+    audit_log: str | None = Field(
+        default=None,
+        description="also append one JSON line per tool call to this file (who, what, "
+        "which domain, outcome; never secrets)",
+    )
     http: str | None = Field(
         default=None,
         description="serve streamable HTTP on HOST:PORT (or PORT, on 127.0.0.1) instead "
-        "of stdio; a non-loopback HOST needs a bearer token",
+        "of stdio, always with a bearer token (generated into a 0600 file when none is "
+        "given on loopback; a non-loopback HOST needs one given)",
+    )
+    unix: str | None = Field(
+        default=None,
+        description="serve streamable HTTP on a unix socket at PATH (mode 0600: only this "
+        "user can connect) instead of stdio; no token needed",
     )
     allow_host: list[str] = Field(
         default_factory=list,
@@ -178,9 +213,37 @@ class Config(BaseModel):
             raise ValueError("--enable files-read needs --read-path (use --read-path / for all)")
         if Group.FILES_WRITE in self.enable and not self.write_path:
             raise ValueError("--enable files-write needs at least one --write-path")
+        if Group.EXEC in self.enable and not self.allow_exec:
+            raise ValueError(
+                "--enable exec needs at least one --allow-exec PROGRAM naming what "
+                "run_command may start (e.g. --allow-exec /usr/bin/uptime)"
+            )
+        self._check_exec_rules()
         if self.http is not None:
             self.http_bind  # noqa: B018 - validates HOST:PORT
+        if self.http is not None and self.unix is not None:
+            raise ValueError("--http and --unix: choose one")
         return self
+
+    def _check_exec_rules(self) -> None:
+        rules = [parse_exec_rule(entry) for entry in self.allow_exec]
+        if self.allow_exec_launchers:
+            return
+        for rule in rules:
+            launcher = rule.launcher()
+            if launcher is not None:
+                raise ValueError(
+                    f"allow-exec entry {rule} lets the model run {launcher!r}, which runs "
+                    "any other program: name the programs themselves, or pass "
+                    "--allow-exec-launchers if that is really meant (see docs/mcp.md)"
+                )
+            for root in self.write_path if Group.FILES_WRITE in self.enable else ():
+                if may_contain(root, rule.program):
+                    raise ValueError(
+                        f"allow-exec entry {rule} may run a file write_file can write "
+                        f"(--write-path {root}): that allows any program; keep the two "
+                        "apart, or pass --allow-exec-launchers if that is really meant"
+                    )
 
     @property
     def hypervisors(self) -> dict[str, str]:
@@ -237,12 +300,17 @@ _METAVARS: Final = {
     "enable": "GROUP",
     "read_path": "PATH",
     "write_path": "PATH",
-    "allow_exec": "PATH|GLOB",
+    "resolve_symlinks": "",
+    "allow_exec": "'PROGRAM [ARG...]'",
+    "allow_exec_launchers": "",
     "max_output_bytes": "BYTES",
     "max_write_bytes": "BYTES",
     "max_wait_seconds": "SECONDS",
     "max_freeze_seconds": "SECONDS",
+    "confirm_destructive": "POLICY",
+    "audit_log": "FILE",
     "http": "[HOST:]PORT",
+    "unix": "PATH",
     "allow_host": "HOST:PORT",
     "allow_origin": "ORIGIN",
     "token_file": "FILE",
@@ -254,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line, derived from the fields of :class:`Config`."""
     parser = argparse.ArgumentParser(
         prog="qga-mcp",
+        allow_abbrev=False,  # --token must never silently mean --token-file
         description="MCP server for QEMU guest agents: read-only inventory tools by "
         "default; other tool groups only when enabled. Every option can also be set as "
         f"{ENV_PREFIX}NAME in the environment or as name = ... in a TOML file.",
@@ -265,6 +334,15 @@ def build_parser() -> argparse.ArgumentParser:
         flag = "--" + _dashed(name)
         many = _is_list(field.annotation)
         shown = "" if many or field.default is None else f" (default {field.default})"
+        if field.annotation is bool:
+            parser.add_argument(
+                flag,
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=field.description,
+            )
+            continue
         parser.add_argument(
             flag,
             dest=name,
@@ -338,14 +416,15 @@ def load_config(
 
 
 def load_token(config: Config, environ: Mapping[str, str] | None = None) -> str | None:
-    """The HTTP bearer token: ``QGA_MCP_TOKEN``, else the content of ``token-file``.
+    """The HTTP bearer token: ``QGA_MCP_TOKEN``, else the content of ``token-file``
+    (when it exists: else :func:`generate_token` makes one there).
 
     Raises:
         ConfigError: the token file cannot be read or is empty.
     """
     environ = os.environ if environ is None else environ
     token = environ.get(ENV_PREFIX + "TOKEN")
-    if token is None and config.token_file is not None:
+    if token is None and config.token_file is not None and os.path.exists(config.token_file):
         try:
             with open(config.token_file, encoding="utf-8") as file:
                 token = file.read()
@@ -359,3 +438,27 @@ def load_token(config: Config, environ: Mapping[str, str] | None = None) -> str 
     if not token:
         raise ConfigError("the bearer token is empty: put a long random string in it")
     return token
+
+
+def generate_token(config: Config) -> tuple[str, str]:
+    """A new random bearer token, written to a file only this user can read: (token, path).
+
+    The file is ``token-file`` when that is set (and did not exist), else a new file in
+    ``$XDG_RUNTIME_DIR`` (or the temporary directory).
+
+    Raises:
+        ConfigError: the file cannot be created.
+    """
+    token = secrets.token_urlsafe(32)
+    try:
+        if config.token_file is not None:
+            fd = os.open(config.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            path = config.token_file
+        else:
+            where = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+            fd, path = tempfile.mkstemp(prefix="qga-mcp-token-", dir=where)  # mode 0600
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(token + "\n")
+    except OSError as exc:
+        raise ConfigError(f"cannot create a token file: {exc}") from exc
+    return token, path

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from qga_libvirt import GuestAgent, GuestAgentError
+from qga_libvirt import GuestAgent, GuestAgentError, RunHandle
 from qga_libvirt.discovery import lookup_domain, open_connection
+from qga_libvirt.errors import DomainNotFoundError
 
+from .audit import AuditLog
 from .config import Config
 from .policy import Policy, PolicyError
 
@@ -51,9 +55,18 @@ class Call:
     """What a tool body gets: the runtime, its target and agent, a progress reporter."""
 
     def __init__(
-        self, runtime: Runtime, target: Target | None, agent: GuestAgent | None, progress: Progress
+        self,
+        runtime: Runtime,
+        target: Target | None,
+        agent: GuestAgent | None,
+        progress: Progress,
+        session: str = "",
+        cancelled: threading.Event | None = None,
     ) -> None:
         self.runtime = runtime
+        self.session = session
+        self.cancelled = cancelled or threading.Event()
+        """Set when the client cancelled the call: a body that waits stops and cleans up."""
         self.policy = runtime.policy
         self._target = target
         self._agent = agent
@@ -84,8 +97,11 @@ class Runtime:
         self.sockets = config.sockets
         self._lock = threading.Lock()
         self._agents: dict[str, tuple[tuple[object, ...], GuestAgent]] = {}
-        self._processes: set[tuple[str, int]] = set()
+        self._processes: dict[str, tuple[str, str, RunHandle]] = {}
         self._holds: dict[str, _Hold] = {}
+        self._sessions: weakref.WeakKeyDictionary[object, str] = weakref.WeakKeyDictionary()
+        self._http_sessions: dict[str, str] = {}
+        self.audit = AuditLog(config.audit_log)
 
     # --- lifetime ---------------------------------------------------------------------
 
@@ -112,6 +128,28 @@ class Runtime:
                 hold.end()
         for agent in agents:
             agent.close()
+        self.audit.close()
+
+    def session_id(self, connection: object, session_id: str | None, stateless: bool) -> str:
+        """The MCP session a call belongs to, as a random id (the same for all its calls).
+
+        Under the handshake protocols a session is the client's connection (stdio) or
+        its ``Mcp-Session-Id`` (HTTP). The 2026-07-28 protocol has no sessions: each
+        request stands alone, so its calls share one id and a handle is a capability
+        (an unguessable token) on its own.
+        """
+        if stateless:
+            return "stateless"
+        with self._lock:
+            if session_id is not None:
+                found = self._http_sessions.get(session_id)
+                if found is None:
+                    found = self._http_sessions[session_id] = secrets.token_hex(8)
+                return found
+            found = self._sessions.get(connection)
+            if found is None:
+                found = self._sessions[connection] = secrets.token_hex(8)
+            return found
 
     # --- addressing -------------------------------------------------------------------
 
@@ -139,18 +177,20 @@ class Runtime:
                 f"no hypervisor is named '{hypervisor}': this server has "
                 f"{', '.join(self.hypervisors) or 'none'}; see list_domains"
             )
-        dom = lookup_domain(open_connection(self.hypervisors[hypervisor]), key)
+        try:
+            dom = lookup_domain(open_connection(self.hypervisors[hypervisor]), key)
+        except DomainNotFoundError:
+            # The same answer as for a domain that exists but is not allowed: no oracle.
+            raise PolicyError(self.policy.refusal(address)) from None
         name: str = dom.name()
-        shown = self.address(name, hypervisor)
-        self.policy.check_domain(name, hypervisor, address=shown)
-        return Target(shown, name, hypervisor, dom)
+        if not self.policy.domain_allowed(name, hypervisor):
+            # Named as the caller named it: asked by ID or UUID, the name stays unknown.
+            raise PolicyError(self.policy.refusal(address))
+        return Target(self.address(name, hypervisor), name, hypervisor, dom)
 
     def _which_hypervisor(self, address: str) -> str:
         if not self.hypervisors:
-            return (
-                f"'{address}' is not one of this server's agents "
-                f"({', '.join(self.sockets)}); see list_domains"
-            )
+            return self.policy.refusal(address)
         return (
             f"this server serves several hypervisors ({', '.join(self.hypervisors)}): "
             f"address the domain as HYPERVISOR/{address}, as list_domains shows"
@@ -190,24 +230,35 @@ class Runtime:
 
     # --- exec handles -----------------------------------------------------------------
 
-    def remember_process(self, target: Target, pid: int) -> None:
-        """A command left running: command_status may collect it later."""
-        with self._lock:
-            self._processes.add((target.address, pid))
+    def remember_process(self, target: Target, session: str, handle: RunHandle) -> str:
+        """A command left running: the random token command_status takes for it.
 
-    def check_process(self, target: Target, pid: int) -> None:
-        """Raises PolicyError unless run_command started ``pid`` on ``target``."""
+        Tokens are unguessable and belong to the session that made them: another
+        session (another HTTP client) gets "no such handle", as does a made-up token.
+        """
+        token = "h-" + secrets.token_urlsafe(12)
         with self._lock:
-            known = (target.address, pid) in self._processes
-        if not known:
+            self._processes[token] = (target.address, session, handle)
+        return token
+
+    def process(self, target: Target, session: str, token: str) -> RunHandle:
+        """The command behind ``token``, if this session started it on ``target``.
+
+        Raises:
+            PolicyError: no such handle (for this session and domain).
+        """
+        with self._lock:
+            found = self._processes.get(token)
+        if found is None or found[0] != target.address or found[1] != session:
             raise PolicyError(
-                f"handle {pid} is not a command this server started on {target.address} "
-                "(or it was already collected): use the handle run_command returned"
+                f"no such handle on {target.address}: pass a handle run_command returned in "
+                "this session and that command_status has not collected yet"
             )
+        return found[2]
 
-    def forget_process(self, target: Target, pid: int) -> None:
+    def forget_process(self, token: str) -> None:
         with self._lock:
-            self._processes.discard((target.address, pid))
+            self._processes.pop(token, None)
 
     # --- freeze guard ---------------------------------------------------------------
 

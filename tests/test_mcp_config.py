@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import re
+import stat
 from pathlib import Path
 
 import pytest
 
-from mcp_server.config import Config, ConfigError, Group, load_config, load_token
-from mcp_server.policy import Policy, PolicyError, clean, fence, guest_path, utf8_prefix
+from mcp_server.config import (
+    Config,
+    ConfigError,
+    Group,
+    generate_token,
+    load_config,
+    load_token,
+)
+from mcp_server.policy import (
+    Policy,
+    PolicyError,
+    clean,
+    clean_data,
+    fence,
+    guest_path,
+    utf8_prefix,
+)
 from mcp_server.server import _open
 from mcp_server.tools import CATALOGUE, catalogue
 
@@ -22,6 +38,7 @@ def test_flags_env_and_toml_share_names_and_later_sources_win(tmp_path: Path) ->
         'allow-domain = ["from-file"]\n'
         "max-output-bytes = 1000\n"
         'enable = ["exec"]\n'
+        'allow-exec = ["/usr/bin/uptime"]\n'
     )
     env = {"QGA_MCP_CONFIG": str(toml), "QGA_MCP_ALLOW_DOMAIN": "web*, db*"}
     config = load_config(["--max-output-bytes", "2000"], env)
@@ -109,7 +126,9 @@ def test_domain_globs_match_names_or_hypervisor_paths() -> None:
     assert policy.domain_allowed("web3", "prod")
     assert policy.domain_allowed("db1", "lab")
     assert not policy.domain_allowed("db1", "prod")
-    with pytest.raises(PolicyError, match=r"domain 'prod/db1' is not one.*--allow-domain"):
+    with pytest.raises(
+        PolicyError, match=r"domain 'prod/db1' does not exist or is not one.*--allow-domain"
+    ):
         policy.check_domain("db1", "prod")
 
 
@@ -145,15 +164,117 @@ def test_path_allow_list_is_by_component() -> None:
         policy.check_write("/var/log/x")  # no write paths at all
 
 
-def test_exec_allow_list_and_caps() -> None:
-    policy = Policy(Config(allow_exec=["/usr/bin/*", "/bin/ls"], max_wait_seconds=10))
-    policy.check_executable("/usr/bin/uptime")
-    policy.check_executable("/bin/ls")
-    with pytest.raises(PolicyError, match="--allow-exec"):
-        policy.check_executable("ls")
+def test_exec_allow_list_names_programs_and_argument_prefixes() -> None:
+    policy = Policy(
+        Config(
+            allow_exec=["/usr/bin/up*", "/bin/ls", "/usr/bin/systemctl status"], max_wait_seconds=10
+        )
+    )
+    policy.check_exec(["/usr/bin/uptime"])
+    policy.check_exec(["/bin/ls", "-l", "/etc"])
+    policy.check_exec(["/usr/bin/systemctl", "status", "sshd"])
     with pytest.raises(PolicyError, match="cap of 10 s"):
         policy.check_wait(11)
-    Policy(Config()).check_executable("anything")  # no list: any
+
+
+@pytest.mark.parametrize(
+    ("argv", "why"),
+    [
+        (["ls"], "not an absolute path"),
+        (["bin/ls"], "not an absolute path"),
+        (["./bin/ls"], "not an absolute path"),
+        (["/bin/./ls"], "'.' or '..' component"),
+        (["/usr/bin/../../bin/ls"], "'.' or '..' component"),
+        (["/usr/bin/up/../../../bin/sh"], "'.' or '..' component"),
+        (["//bin/ls"], "empty component"),
+        (["/bin//ls"], "empty component"),
+        (["/bin/ls/"], "empty component"),
+        (["/bin/ls\0/bin/sh"], "NUL"),
+        (["/bin/ls", "-l\0x"], "NUL"),
+        (["/usr/bin/up/../sh"], "'.' or '..' component"),
+        (["/usr/bin/upx/sh"], "may not be run"),  # '*' never crosses '/'
+        (["/usr/bin/systemctl", "restart", "sshd"], "may not be run"),  # not the prefix
+        (["/usr/bin/systemctl"], "may not be run"),  # prefix missing
+        (["/usr/bin/env", "/usr/bin/uptime"], "may not be run"),
+        (["/BIN/LS"], "may not be run"),  # case matters
+        (["/bin/ls "], "may not be run"),
+    ],
+)
+def test_exec_escapes_are_refused(argv: list[str], why: str) -> None:
+    policy = Policy(Config(allow_exec=["/usr/bin/up*", "/bin/ls", "/usr/bin/systemctl status"]))
+    with pytest.raises(PolicyError, match=re.escape(why)):
+        policy.check_exec(argv)
+
+
+def test_empty_allow_exec_allows_nothing(tmp_path: Path) -> None:
+    assert Policy(Config(allow_exec=[])).exec_rules == []
+    with pytest.raises(PolicyError, match=r"runs only: \(none\)"):
+        Policy(Config()).check_exec(["/bin/true"])
+    toml = tmp_path / "c.toml"
+    toml.write_text('enable = ["exec"]\nallow-exec = []\n')
+    for argv, env in [
+        (["--enable", "exec"], {}),
+        (["--enable", "exec"], {"QGA_MCP_ALLOW_EXEC": ""}),
+        (["--config", str(toml)], {}),
+    ]:
+        with pytest.raises(ConfigError, match="--enable exec needs at least one --allow-exec"):
+            load_config(argv, env)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "/bin/sh",
+        "/bin/bash",
+        "/usr/bin/env",
+        "/usr/bin/xargs",
+        "/usr/bin/find",
+        "/bin/busybox",
+        "/usr/bin/python3.11",
+        "/usr/bin/perl",
+        "/usr/bin/timeout",
+        "/usr/bin/nice",
+        "/usr/bin/*",
+        "/usr/bin/py*",
+        "/bin/[a-z]*",
+        "/bin/?ash",
+        "/usr/bin/sudo",
+    ],
+)
+def test_launcher_entries_are_refused_at_start_unless_allowed(entry: str) -> None:
+    with pytest.raises(ConfigError, match=r"which runs any other program.*--allow-exec-launchers"):
+        load_config(["--enable", "exec", "--allow-exec", entry], {})
+    allowed = load_config(["--enable", "exec", "--allow-exec", entry, "--allow-exec-launchers"], {})
+    assert allowed.allow_exec == [entry]
+
+
+@pytest.mark.parametrize(
+    ("entry", "why"),
+    [
+        ("bin/ls", "not an absolute path"),
+        ("/usr/../bin/ls", "'.' or '..' component"),
+        ("//bin/ls", "empty component"),
+        ("'/bin/ls", "No closing quotation"),
+    ],
+)
+def test_malformed_exec_entries_are_refused_at_start(entry: str, why: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(why)):
+        load_config(["--enable", "exec", "--allow-exec", entry], {})
+
+
+def test_exec_of_a_writable_directory_is_refused_at_start() -> None:
+    argv = ["--enable", "exec", "--enable", "files-write", "--allow-exec", "/opt/tools/*.sh"]
+    with pytest.raises(ConfigError, match="may run a file write_file can write"):
+        load_config([*argv, "--write-path", "/opt"], {})
+    assert load_config([*argv, "--write-path", "/srv"], {}).write_path == ["/srv"]
+
+
+def test_security_options_cannot_be_abbreviated(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--token", "x"], ["--allow-exec-l"], ["--unix-s", "/x"], ["--allow-e", "/x"]):
+        with pytest.raises(SystemExit) as exc:
+            load_config(argv, {})
+        assert exc.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err
 
 
 # --- what leaves the server ---------------------------------------------------------------
@@ -172,6 +293,37 @@ def test_fence_nonce_cannot_be_closed_by_the_text() -> None:
 
 def test_clean_replaces_hiding_characters_but_keeps_lines() -> None:
     assert clean("a\x1b[31mb\u202ec\u200bd\te\nf") == "a\ufffd[31mb\ufffdc\ufffdd\te\nf"
+
+
+@pytest.mark.parametrize(
+    "hidden",
+    [
+        "\U000e0041\U000e0042",  # tag characters: invisible ASCII
+        "\U000e007f",
+        "\u2028",
+        "\u2029",
+        "\u00ad",  # soft hyphen
+        "\u061c",  # Arabic letter mark
+        "\u180e",  # Mongolian vowel separator
+        "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069",
+        "\ufe00\ufe0f\U000e0100\U000e01ef",  # variation selectors
+        "\ufeff\u2060\u2061\u2064",
+        "\x00\x07\x08\x0b\x0c\r\x1b\x7f\x85\x9b",
+        "\ue000\U000f0000",  # private use
+        "\U000e0080",  # unassigned
+    ],
+)
+def test_clean_removes_every_invisible_or_format_character(hidden: str) -> None:
+    cleaned = clean(f"ok{hidden}ok")
+    assert cleaned == "ok" + "\ufffd" * len(hidden) + "ok"
+    assert clean_data({"k" + hidden: [hidden, 1, None]}) == {
+        "k" + "\ufffd" * len(hidden): ["\ufffd" * len(hidden), 1, None]
+    }
+
+
+def test_clean_keeps_ordinary_text_of_every_script() -> None:
+    text = "héllo wörld 日本語 עברית العربية Ελληνικά emoji \U0001f600 tab\tline\n"
+    assert clean(text) == text
 
 
 def test_utf8_prefix_never_splits_a_character() -> None:
@@ -223,7 +375,8 @@ def test_inventory_is_derived_from_the_declarations() -> None:
 
     by_name = {spec.name: spec for spec in CATALOGUE}
     assert by_name["get_hostname"].description.startswith(Commands.get_host_name.summary)
-    assert "guest-get-fsinfo" in by_name["get_fsinfo"].description
+    assert "(agent 2.2+; Linux, Windows guests)" in by_name["get_fsinfo"].description
+    assert "guest-" not in by_name["get_fsinfo"].description  # tools speak MCP, not wire names
     for name in ("get_osinfo", "get_users", "get_timezone", "network_get_interfaces",
                  "get_fsinfo", "get_disks", "get_vcpus", "get_cpustats", "get_diskstats",
                  "get_load", "get_time", "fsfreeze_status", "get_hostname"):  # fmt: skip
@@ -239,3 +392,24 @@ def test_docs_describe_every_tool_and_option() -> None:
         assert f"| `{name.replace('_', '-')}` |" in doc, name
     for group in Group:
         assert f"| {group.value} |" in doc or f"`{group.value}`" in doc, group
+
+
+@pytest.mark.anyio
+async def test_default_tools_list_stays_under_2000_model_visible_tokens() -> None:
+    from bench.mcp_tokens import list_tokens  # the bench's estimate: characters / 4
+
+    count, model_visible, _, _, _ = await list_tokens(Config(socket=["host=/nonexistent"]))
+    assert count == len(catalogue([]))
+    assert model_visible < 2000
+
+
+def test_a_generated_token_goes_to_a_new_file_only_this_user_can_read(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    token, written = generate_token(Config(token_file=str(path)))
+    assert written == str(path)
+    assert path.read_text() == token + "\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(token) >= 40
+    assert load_token(Config(token_file=str(path)), {}) == token  # read back next time
+    with pytest.raises(ConfigError, match="cannot create a token file"):
+        generate_token(Config(token_file=str(path)))  # never over an existing file

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
+import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,18 +22,22 @@ from mcp.client.stdio import stdio_client
 from mcp.types import CallToolResult, TextContent
 
 from mcp_server.tools import catalogue
+from qga_libvirt import GuestAgent
+from qga_libvirt.models import FsfreezeStatus
 
 from .lab import LOCAL_URI, TCP_URI, Lab
 
 pytestmark = [pytest.mark.vm, pytest.mark.anyio]
 
 QGA_MCP = str(Path(sys.executable).parent / "qga-mcp")
+SHELL = ("--allow-exec", "/bin/sh", "--allow-exec", "/bin/true", "--allow-exec-launchers")
 
 
 @asynccontextmanager
 async def stdio(*args: str, errlog: TextIO | None = None) -> AsyncIterator[Client]:
     """A client of ``qga-mcp --connect qemu:///system ARGS`` launched over stdio."""
-    params = StdioServerParameters(command=QGA_MCP, args=["--connect", LOCAL_URI, *args])
+    confirm = () if "--confirm-destructive" in args else ("--confirm-destructive", "never")
+    params = StdioServerParameters(command=QGA_MCP, args=["--connect", LOCAL_URI, *confirm, *args])
     async with Client(stdio_client(params, errlog=errlog or sys.stderr)) as client:
         yield client
 
@@ -74,11 +82,11 @@ async def test_get_osinfo_on_a_tiny_guest_and_the_domain_list(lab: Lab) -> None:
     assert by_name[lab.none]["agent_channel"] == "none"
     assert by_name[lab.sock]["agent_channel"] == "raw socket"
     assert by_name[lab.off]["state"] == "shut off"
-    assert listed["hypervisors"] == [{"name": "default", "uri": LOCAL_URI, "error": None}]
+    assert listed["hypervisors"] == [{"name": "default", "uri": LOCAL_URI}]
 
 
 async def test_exec_on_the_allowed_domain_only(lab: Lab) -> None:
-    async with stdio("--allow-domain", lab.ok, "--enable", "exec") as client:
+    async with stdio("--allow-domain", lab.ok, "--enable", "exec", *SHELL) as client:
         names = {t.name for t in (await client.list_tools()).tools}
         ran = await client.call_tool(
             "run_command",
@@ -91,7 +99,7 @@ async def test_exec_on_the_allowed_domain_only(lab: Lab) -> None:
     assert result["stdout"] == f"hi from {os.uname().machine}\n"
     assert result["exitcode"] == 4
     assert other.is_error
-    assert f"domain '{lab.sock}' is not one this server may touch" in text(other)
+    assert f"domain '{lab.sock}' does not exist or is not one this server may touch" in text(other)
     assert [d["domain"] for d in listed["domains"]] == [lab.ok]
 
 
@@ -101,7 +109,7 @@ async def test_exec_on_the_allowed_domain_only(lab: Lab) -> None:
         ("none", "has no guest agent channel: add <channel"),
         ("off", "is shut off: start it first"),
         ("never", "is not connected: qemu-guest-agent is not running in the guest"),
-        ("missing", "not found on qemu:///system"),
+        ("missing", "does not exist or is not one this server may touch"),
     ],
 )
 async def test_errors_are_results_with_what_to_do(lab: Lab, kind: str, message: str) -> None:
@@ -176,3 +184,138 @@ async def test_several_hypervisors_address_domains_by_name(lab: Lab) -> None:
     assert f"address the domain as HYPERVISOR/{lab.ok}" in text(bare)
     assert unknown.is_error
     assert "no hypervisor is named 'c'" in text(unknown)
+
+
+# --- attacks on a real tiny guest -----------------------------------------------------------
+
+
+ORPHANED_CAPTURES = (
+    'for f in /tmp/qga-run/*; do [ -e "$f" ] || continue; p=${f##*/}; p=${p%.*}; '
+    '[ -d /proc/$p ] || echo "$f"; done'
+)
+"""Capture files in the guest whose process is gone (a running one's, the listing's own
+included, are not leftovers)."""
+
+
+def guest(lab: Lab) -> GuestAgent:
+    return GuestAgent.from_domain(lab.domain(lab.ok), timeout=30)
+
+
+async def test_no_oracle_for_refused_domains_by_name_uuid_or_id(lab: Lab) -> None:
+    dom = lab.domain(lab.sock)
+    async with stdio("--allow-domain", lab.ok) as client:
+        answers = {
+            key: await client.call_tool("get_hostname", {"domain": key})
+            for key in (lab.sock, dom.UUIDString(), str(dom.ID()), "qga-mcp-no-such-domain")
+        }
+    for key, result in answers.items():
+        assert result.is_error, key
+        assert text(result) == (
+            f"domain '{key}' does not exist or is not one this server may touch; use "
+            "list_domains to see the allowed ones, or ask the operator to add it with "
+            "--allow-domain"
+        )
+        if key != lab.sock:
+            assert lab.sock not in text(result)
+
+
+async def test_a_guest_symlink_cannot_lead_read_or_list_out_of_the_allowed_dir(lab: Lab) -> None:
+    with guest(lab) as agent:
+        agent.run_shell("rm -rf /tmp/mcp-allowed; mkdir -p /tmp/mcp-allowed && "
+                        "echo fine > /tmp/mcp-allowed/ok && ln -s / /tmp/mcp-allowed/root && "
+                        "ln -s /etc/passwd /tmp/mcp-allowed/pw", check=True)  # fmt: skip
+    args = ("--enable", "files-read", "--read-path", "/tmp/mcp-allowed")
+    async with stdio(*args) as client:
+        through = await client.call_tool(
+            "read_file", {"domain": lab.ok, "path": "/tmp/mcp-allowed/root/etc/passwd"}
+        )
+        link = await client.call_tool(
+            "read_file", {"domain": lab.ok, "path": "/tmp/mcp-allowed/pw"}
+        )
+        listed = await client.call_tool(
+            "list_dir", {"domain": lab.ok, "path": "/tmp/mcp-allowed/root"}
+        )
+        ok = await client.call_tool("read_file", {"domain": lab.ok, "path": "/tmp/mcp-allowed/ok"})
+        own = await client.call_tool("list_dir", {"domain": lab.ok, "path": "/tmp/mcp-allowed"})
+    for result in (through, link, listed):
+        assert result.is_error
+        assert "outside the allowed paths: refused" in text(result)
+    assert data(ok)["content"] == "fine\n"
+    names = {e["name"]: e["type"] for e in data(own)["entries"]}
+    assert names == {"ok": "file", "root": "link", "pw": "link"}
+
+
+async def test_exec_allow_list_holds_on_a_busybox_guest(lab: Lab) -> None:
+    # On busybox every /bin program is a link to /bin/busybox: allowing /bin/echo must
+    # not allow busybox itself, nor a shell through it.
+    args = ("--enable", "exec", "--allow-exec", "/bin/echo", "--allow-exec", "/bin/uname -r")
+    async with stdio(*args) as client:
+        echo = await client.call_tool(
+            "run_command", {"domain": lab.ok, "argv": ["/bin/echo", "hi"]}
+        )
+        refused = [
+            await client.call_tool("run_command", {"domain": lab.ok, "argv": argv})
+            for argv in (
+                ["/bin/busybox", "sh", "-c", "id"],
+                ["/bin/sh", "-c", "id"],
+                ["/bin/uname", "-a"],
+                ["/bin/../bin/sh"],
+                ["echo", "hi"],
+            )
+        ]
+        uname = await client.call_tool(
+            "run_command", {"domain": lab.ok, "argv": ["/bin/uname", "-r"]}
+        )
+    assert data(echo)["stdout"] == "hi\n"
+    assert data(uname)["exitcode"] == 0
+    for result in refused:
+        assert result.is_error
+        assert "may not be run" in text(result)
+
+
+async def test_cancelling_run_command_kills_the_guest_process_and_its_files(lab: Lab) -> None:
+    with guest(lab) as agent:
+        before = set(agent.run_shell(ORPHANED_CAPTURES).stdout.split())
+    args = ("--enable", "exec", "--allow-exec", "/bin/sleep")
+    async with stdio(*args) as client:
+        with anyio.move_on_after(4):
+            await client.call_tool(
+                "run_command", {"domain": lab.ok, "argv": ["/bin/sleep", "67"], "timeout_s": 60}
+            )
+        await anyio.sleep(3)  # a poll or two of the abandoned wait
+    with guest(lab) as agent:
+        ps = agent.run(["/bin/ps"]).stdout.decode()
+        after = set(agent.run_shell(ORPHANED_CAPTURES).stdout.split())
+    assert "sleep 67" not in ps
+    assert after <= before, f"capture files left behind: {after - before}"
+
+
+async def test_sigkill_of_the_server_while_frozen_leaves_the_guest_thawed(lab: Lab) -> None:
+    marker = "--max-freeze-seconds=59.75"
+    async with stdio("--enable", "freeze", marker) as client:
+        frozen = data(await client.call_tool("fsfreeze_freeze", {"domain": lab.ok}))
+        found = subprocess.run(
+            ["pgrep", "-f", f"qga-mcp .*{marker}"], capture_output=True, text=True
+        )
+        pids = [int(p) for p in found.stdout.split()]
+        assert len(pids) == 1, found
+        os.kill(pids[0], signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            await client.call_tool("fsfreeze_status", {"domain": lab.ok})
+    assert frozen["frozen"] >= 1
+    with guest(lab) as agent:
+        started = time.monotonic()
+        while agent.fsfreeze_status() != FsfreezeStatus.THAWED:
+            if time.monotonic() - started > 40:
+                agent.fsfreeze_thaw()
+                pytest.fail("the guest stayed frozen after the server was killed")
+            time.sleep(0.5)
+        agent.ping()
+
+
+async def test_wait_for_agent_answers_at_once_when_it_is_up(lab: Lab) -> None:
+    async with stdio() as client:
+        ready = data(await client.call_tool("wait_for_agent", {"domain": lab.ok, "timeout_s": 30}))
+        never = await client.call_tool("wait_for_agent", {"domain": lab.never, "timeout_s": 2})
+    assert ready["waited_s"] < 30
+    assert never.is_error

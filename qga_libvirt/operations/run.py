@@ -503,6 +503,17 @@ class RunOps(Commands):
             files = (f"{base}.out", f"{base}.err")
         return RunHandle(pid=handle, files=files, started=time.time())
 
+    def _started_elsewhere(self, handle: RunHandle) -> bool:
+        """A bare pid whose capture files were only guessed and are not there: a process
+        started by plain guest-exec, whose output (if any) the agent captured."""
+        if handle.argv or not handle.files:
+            return False
+        try:
+            self.file_close(self.file_open(handle.files[0], "rb"))
+        except AgentCommandError:
+            return True
+        return False
+
     # --- waiting ----------------------------------------------------------------------
 
     def _finish(
@@ -522,7 +533,7 @@ class RunOps(Commands):
                 out, out_cut, err, err_cut = follower.result()
                 follower.close()
                 self._remove(handle.files)
-            elif handle.files:
+            elif handle.files and not self._started_elsewhere(handle):
                 out, out_cut, err, err_cut = self._read_files(handle)
             else:
                 out, err = status.out_data or b"", status.err_data or b""
