@@ -148,9 +148,7 @@ async def test_the_mcp_raw_tool_knows_declared_commands(vendor: Path) -> None:
     load_user_commands("vendor_qga")
     with FakeAgent() as fake:
         fake.script("guest-vendor-restart", NoReply(), times=None)
-        config = Config(
-            socket=[f"vm={fake.path}"], enable=[Group.RAW], confirm_destructive="never"
-        )
+        config = Config(socket=[f"vm={fake.path}"], enable=[Group.RAW], confirm_destructive="never")
         async with Client(build_server(config)) as client:
             arguments = {"domain": "vm", "command": "guest-vendor-restart"}
             start = time.monotonic()
