@@ -276,11 +276,13 @@ class Connection(ConnectionBase):
             ) from exc
         except GuestAgentError as exc:
             raise self._failure("running a command", exc) from exc
-        for stream, cut in (("stdout", result.stdout_truncated), ("stderr", result.stderr_truncated)):
+        for stream, cut in (
+            ("stdout", result.stdout_truncated),
+            ("stderr", result.stderr_truncated),
+        ):
             if cut:
                 display.warning(
-                    f"{self._target}: the command's {stream} was cut at the agent's "
-                    "16 MiB limit"
+                    f"{self._target}: the command's {stream} was cut at the agent's 16 MiB limit"
                 )
         # Like subprocess: a process killed by signal N has return code -N.
         rc = result.exitcode if result.exitcode is not None else -(result.signal or 0)
