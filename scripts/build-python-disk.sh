@@ -80,6 +80,10 @@ for f in "$P"/lib/x86_64-linux-gnu/*; do
 done
 ln -sf "$P/bin/python3.11" /usr/bin/python3.11
 ln -sf python3.11 /usr/bin/python3
+# Ansible puts modules for an unprivileged become user under /var/tmp: it must exist
+# world-writable and sticky, as on any distribution.
+mkdir -p /var/tmp
+chmod 1777 /var/tmp
 EOF
 chmod 755 "$R/setup.sh"
 

@@ -227,7 +227,7 @@ class Connection(ConnectionBase):
                 agent.ping()
         except GuestAgentError as exc:
             # Every failure to reach an agent that answers is Ansible's UNREACHABLE.
-            raise AnsibleConnectionFailure(f"{self._target}: {exc}") from exc
+            raise AnsibleConnectionFailure(f"{self._target}: {exc}") from None
         self._agent = agent
         self._connected = True
         return self
@@ -273,9 +273,9 @@ class Connection(ConnectionBase):
             raise AnsibleError(
                 f"{self._target}: the command ran longer than command_timeout ({limit} s) "
                 f"and is still running in the guest as pid {exc.pid}"
-            ) from exc
+            ) from None
         except GuestAgentError as exc:
-            raise self._failure("running a command", exc) from exc
+            raise self._failure("running a command", exc) from None
         for stream, cut in (
             ("stdout", result.stdout_truncated),
             ("stderr", result.stderr_truncated),
@@ -299,9 +299,9 @@ class Connection(ConnectionBase):
         try:
             agent.upload(in_path, out_path)
         except OSError as exc:
-            raise AnsibleError(f"reading {in_path} failed: {exc}") from exc
+            raise AnsibleError(f"reading {in_path} failed: {exc}") from None
         except GuestAgentError as exc:
-            raise self._failure(f"copying {in_path} to {out_path}", exc) from exc
+            raise self._failure(f"copying {in_path} to {out_path}", exc) from None
 
     def fetch_file(self, in_path: str, out_path: str) -> None:
         super().fetch_file(in_path, out_path)
@@ -310,14 +310,18 @@ class Connection(ConnectionBase):
         try:
             agent.download(in_path, out_path)
         except OSError as exc:
-            raise AnsibleError(f"writing {out_path} failed: {exc}") from exc
+            raise AnsibleError(f"writing {out_path} failed: {exc}") from None
         except GuestAgentError as exc:
-            raise self._failure(f"fetching {in_path}", exc) from exc
+            raise self._failure(f"fetching {in_path}", exc) from None
 
     # --- errors -------------------------------------------------------------------------
 
     def _failure(self, what: str, exc: GuestAgentError) -> AnsibleError:
-        """The library's error as Ansible's: the agent gone is UNREACHABLE, the rest fails."""
+        """The library's error as Ansible's: the agent gone is UNREACHABLE, the rest fails.
+
+        Raised ``from None``: the library's message already says what happened and what
+        to do, and Ansible 2.19 would repeat every cause after it.
+        """
         message = f"{self._target}: {what} failed: {exc}"
         cause = exc.__cause__ if isinstance(exc, TransferError) else exc
         lost = isinstance(cause, AgentTimeoutError | ConnectionLostError) or (
