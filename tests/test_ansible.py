@@ -271,12 +271,40 @@ def test_socket_option_stdin_and_failures_on_the_host_agent(
             - name: fails
               command: sh -c 'echo broken >&2; exit 3'
               ignore_errors: true
+            - name: too long
+              raw: sleep 3
+              vars: {ansible_qga_command_timeout: 1}
+              ignore_errors: true
         """,
     )
     assert run.task("stdin", "hostagent")["stdout"] == "through stdin"
     failed = run.task("fails", "hostagent")
     assert failed["failed"] is True
     assert (failed["rc"], failed["stderr"]) == (3, "broken")
+    late = run.task("too long", "hostagent")
+    assert late["failed"] is True
+    assert "longer than command_timeout (1 s)" in late["msg"]
+
+
+@pytest.mark.agent
+def test_agent_killed_mid_command_is_unreachable(ansible: Ansible, tmp_path: Path) -> None:
+    with HostAgent(tmp_path / "agent") as agent:  # our own: this test kills it
+        inventory = ini(tmp_path, "dying", ansible_qga_socket=str(agent.socket))
+        run = ansible.playbook(
+            inventory,
+            f"""\
+            - hosts: all
+              gather_facts: false
+              tasks:
+                - name: kill the agent
+                  raw: kill -9 $(cat {agent.directory}/qga.pid); sleep 1
+            """,
+        )
+    assert "Traceback" not in run.output
+    assert run.stats("dying")["unreachable"] == 1
+    result = run.task("kill the agent", "dying")
+    assert result["unreachable"] is True
+    assert "running a command failed" in result["msg"]
 
 
 # --- the busybox guest: no Python ------------------------------------------------------
@@ -305,6 +333,8 @@ def test_raw_script_and_become_on_the_busybox_guest(
             - name: raw fails
               raw: echo gone wrong >&2; exit 4
               ignore_errors: true
+            - name: big output
+              raw: head -c 5000000 /dev/zero | tr '\\0' x
         """,
         **{"probe.sh": '#!/bin/sh\necho "args: $1|$2"; echo "on $(hostname)" >&2\nexit 0\n'},
     )
@@ -319,6 +349,8 @@ def test_raw_script_and_become_on_the_busybox_guest(
     assert run.task("become su", lab.ok)["stdout_lines"] == ["tester"]
     failed = run.task("raw fails", lab.ok)
     assert (failed["failed"], failed["rc"], failed["stderr"]) == (True, 4, "gone wrong\n")
+    # Above libvirt's ~4 MiB reply limit: the library captures it in guest files.
+    assert run.task("big output", lab.ok)["stdout"] == "x" * 5_000_000
 
 
 def test_unreachable_domains_are_unreachable_not_tracebacks(
