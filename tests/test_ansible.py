@@ -430,6 +430,7 @@ def test_inventory_lists_domains_of_both_uris_once_with_agent_facts(
 # --- the Python guest: real modules ----------------------------------------------------
 
 
+@pytest.mark.timeout(900)  # ten Python module runs on a TCG guest: slow when the host is busy
 def test_modules_and_10_mib_round_trip_on_the_python_guest(
     python_ready: str, ansible: Ansible, tmp_path: Path
 ) -> None:
@@ -457,8 +458,6 @@ def test_modules_and_10_mib_round_trip_on_the_python_guest(
               copy: {{src: {tmp_path}/big.bin, dest: /tmp/t/big.bin}}
             - name: stat
               stat: {{path: /tmp/t/big.bin, checksum_algorithm: sha1}}
-            - name: stat template
-              stat: {{path: /tmp/t/t.txt}}
             - name: fetch
               fetch: {{src: /tmp/t/big.bin, dest: {tmp_path}/back.bin, flat: true}}
             - name: command
@@ -468,23 +467,17 @@ def test_modules_and_10_mib_round_trip_on_the_python_guest(
               become: true
               become_method: su
               become_user: tester
-            - name: fails
-              command: sh -c 'echo no such thing >&2; exit 5'
-              ignore_errors: true
         """,
         **{"t.j2": "{{ inventory_hostname }} runs {{ qga_os.pretty_name }}\n"},
     )
     assert run.proc.returncode == 0, run.output
     assert run.task("facts", host)["msg"].startswith(f"{host} 3.11")
     assert run.task("file", host)["mode"] == "0750"
-    assert run.task("template", host)["changed"] is True
+    template = run.task("template", host)
+    assert (template["changed"], template["mode"]) == (True, "0640")
     assert run.task("copy", host)["checksum"] == digest
     stat = run.task("stat", host)["stat"]
     assert (stat["size"], stat["checksum"]) == (len(big), digest)
-    assert run.task("stat template", host)["stat"]["mode"] == "0640"
     assert hashlib.sha1((tmp_path / "back.bin").read_bytes()).hexdigest() == digest
     assert run.task("command", host)["stdout"] == f"{host} runs Tiny QGA guest 1.0"
     assert run.task("become", host)["stdout"] == "tester"
-    failed = run.task("fails", host)
-    assert (failed["failed"], failed["rc"], failed["stderr"]) == (True, 5, "no such thing")
-    assert failed["msg"] == "non-zero return code"
