@@ -1,10 +1,14 @@
 """One playbook, two Ansible connection plugins, one guest: qga.libvirt.agent vs libvirt_qemu.
 
 The playbook is N small ``raw`` tasks (a command and its output: the per-task cost of a
-connection) plus a 10 MiB ``copy`` to the guest and a ``fetch`` of it back, run against
+connection), a 10 MiB ``script`` (a shell script padded with a comment: the upload
+alone, as ``script`` runs no Python), then a 10 MiB ``copy`` to the guest and a ``fetch``
+of it back (these also run Python modules in the guest: ``stat``, ``copy``), against
 one tiny guest with the Python disk, first through this repository's collection
 (``qga.libvirt.agent``), then through community.libvirt's ``libvirt_qemu`` plugin, in one
-run. A small callback times every task; the figures are per task kind.
+run. A small callback times every task; the figures are per task kind, and the load
+average is printed with them (on a shared machine it moves the figures more than
+anything else).
 
 community.libvirt comes from the ``ansible`` package on PyPI, which bundles the
 community collections (ansible-core alone does not): it is installed on demand, without
@@ -132,6 +136,7 @@ def playbook(n: int, big: Path) -> str:
     return (
         "- hosts: all\n  gather_facts: false\n  tasks:\n"
         f"{small}\n"
+        f"    - {{name: upload 10 MiB, script: {big}.sh}}\n"
         f"    - {{name: copy 10 MiB, copy: {{src: {big}, dest: /tmp/big.bin}}}}\n"
         "    - name: fetch 10 MiB\n"
         f"      fetch: {{src: /tmp/big.bin, dest: {big}.back, flat: true}}\n"
@@ -214,6 +219,8 @@ def main(n: int = 20) -> None:
             (home / "callbacks" / "timer.py").write_text(CALLBACK)
             big = home / "big.bin"
             big.write_bytes(os.urandom(BIG))
+            padding = b"#" * (BIG - 64) + b"\n"
+            Path(f"{big}.sh").write_bytes(b"#!/bin/sh\necho uploaded\nexit 0\n" + padding)
             ours = str(install_collection(home))
             contenders = {
                 "qga.libvirt.agent": ours,
@@ -226,7 +233,8 @@ def main(n: int = 20) -> None:
     finally:
         tinyguest.destroy(conn, name)
     width = max(len(c) for c in results)
-    for task in ("small", "copy 10 MiB", "fetch 10 MiB"):
+    print(f"  (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+    for task in ("small", "upload 10 MiB", "copy 10 MiB", "fetch 10 MiB"):
         print(f"  {task}:")
         for connection, (timings, _, _) in results.items():
             print(f"    {connection:<{width}} {summary(timings, task)}")

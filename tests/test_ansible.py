@@ -250,7 +250,31 @@ def ini(tmp_path: Path, *hosts: str, **variables: str) -> Path:
     return path
 
 
-# --- no VM: the host's own agent on a socket ------------------------------------------
+# --- no VM ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "option"),
+    [("connection", CONNECTION, "command_timeout"), ("inventory", "qga.libvirt.domains", "uris")],
+)
+def test_ansible_doc_renders_the_plugin_documentation(
+    ansible: Ansible, kind: str, name: str, option: str
+) -> None:
+    doc = subprocess.run(
+        [BIN / "ansible-doc", "--json", "-t", kind, name],
+        env=ansible.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert doc.returncode == 0, doc.stderr
+    entry = json.loads(doc.stdout)[name]["doc"]
+    assert option in entry["options"]
+    assert all(isinstance(note, str) for note in entry.get("notes", []))
+
+
+# --- the host's own agent on a socket ---------------------------------------------------
 
 
 @pytest.mark.agent
@@ -289,6 +313,7 @@ def test_socket_option_stdin_and_failures_on_the_host_agent(
 @pytest.mark.agent
 def test_agent_killed_mid_command_is_unreachable(ansible: Ansible, tmp_path: Path) -> None:
     with HostAgent(tmp_path / "agent") as agent:  # our own: this test kills it
+        assert agent.process is not None
         inventory = ini(tmp_path, "dying", ansible_qga_socket=str(agent.socket))
         run = ansible.playbook(
             inventory,
@@ -297,7 +322,7 @@ def test_agent_killed_mid_command_is_unreachable(ansible: Ansible, tmp_path: Pat
               gather_facts: false
               tasks:
                 - name: kill the agent
-                  raw: kill -9 $(cat {agent.directory}/qga.pid); sleep 1
+                  raw: kill -9 {agent.process.pid}; sleep 1
             """,
         )
     assert "Traceback" not in run.output

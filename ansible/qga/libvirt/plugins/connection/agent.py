@@ -129,7 +129,7 @@ options:
 notes:
   - Linux and other POSIX guests. Windows guests are not supported by this plugin (its
     commands go through C(/bin/sh)); use the C(qga) command or the library for them.
-  - The remote user is ignored: commands run as the agent's user (normally root).
+  - The remote user is ignored; commands run as the agent's user (normally root).
 """
 
 EXAMPLES = r"""
