@@ -18,6 +18,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,6 +273,19 @@ def test_ansible_doc_renders_the_plugin_documentation(
     entry = json.loads(doc.stdout)[name]["doc"]
     assert option in entry["options"]
     assert all(isinstance(note, str) for note in entry.get("notes", []))
+
+
+def test_python_disk_is_attached_read_only_after_the_data_disk() -> None:
+    image = tinyguest.GuestImage(Path("/k"), Path("/i"), Path("/d"))
+    xml = tinyguest.domain_xml(
+        "t", image, agent="libvirt", data_disk=Path("/data.img"), python_disk=Path("/py.img")
+    )
+    disks = ET.fromstring(xml).findall("devices/disk")
+    assert [d.find("source").get("file") for d in disks] == ["/data.img", "/py.img"]  # type: ignore[union-attr]
+    python = disks[1]
+    assert python.find("readonly") is not None
+    assert python.findtext("serial") == tinyguest.PYTHON_DISK_SERIAL
+    assert disks[0].find("readonly") is None
 
 
 # --- the host's own agent on a socket ---------------------------------------------------
