@@ -98,7 +98,9 @@ class Ansible:
         )
         return env
 
-    def playbook(self, inventory: str | Path, play: str, **files: str) -> Run:
+    def playbook(
+        self, inventory: str | Path, play: str, *, timeout: float = 600, **files: str
+    ) -> Run:
         """Run one playbook (its YAML text) with this inventory; ``files`` beside it."""
         work = self.home / f"run{time.monotonic_ns()}"
         work.mkdir()
@@ -111,7 +113,7 @@ class Ansible:
             env=self.env(),
             capture_output=True,
             text=True,
-            timeout=600,
+            timeout=timeout,
             check=False,
         )
         return Run(proc, work)
@@ -507,6 +509,7 @@ def test_modules_and_10_mib_round_trip_on_the_python_guest(
               become_method: su
               become_user: tester
         """,
+        timeout=850,
         **{"t.j2": "{{ inventory_hostname }} runs {{ qga_os.pretty_name }}\n"},
     )
     assert run.proc.returncode == 0, run.output
