@@ -99,12 +99,17 @@ class Ansible:
         return env
 
     def playbook(
-        self, inventory: str | Path, play: str, *, timeout: float = 600, **files: str
+        self,
+        inventory: str | Path,
+        play: str,
+        *,
+        timeout: float = 600,
+        files: dict[str, str] | None = None,
     ) -> Run:
         """Run one playbook (its YAML text) with this inventory; ``files`` beside it."""
         work = self.home / f"run{time.monotonic_ns()}"
         work.mkdir()
-        for name, text in files.items():
+        for name, text in (files or {}).items():
             (work / name).write_text(text)
         (work / "play.yml").write_text(textwrap.dedent(play))
         proc = subprocess.run(
@@ -377,7 +382,7 @@ def test_raw_script_and_become_on_the_busybox_guest(
             - name: big output
               raw: head -c 5000000 /dev/zero | tr '\\0' x
         """,
-        **{"probe.sh": '#!/bin/sh\necho "args: $1|$2"; echo "on $(hostname)" >&2\nexit 0\n'},
+        files={"probe.sh": '#!/bin/sh\necho "args: $1|$2"; echo "on $(hostname)" >&2\nexit 0\n'},
     )
     assert run.proc.returncode == 0, run.output
     raw = run.task("raw", lab.ok)
@@ -510,7 +515,7 @@ def test_modules_and_10_mib_round_trip_on_the_python_guest(
               become_user: tester
         """,
         timeout=850,
-        **{"t.j2": "{{ inventory_hostname }} runs {{ qga_os.pretty_name }}\n"},
+        files={"t.j2": "{{ inventory_hostname }} runs {{ qga_os.pretty_name }}\n"},
     )
     assert run.proc.returncode == 0, run.output
     assert run.task("facts", host)["msg"].startswith(f"{host} 3.11")
