@@ -13,8 +13,8 @@ setup:
 	@scripts/setup.sh
 
 lint: setup
-	$(VENV)/ruff check qga_libvirt mcp_server tests bench scripts
-	$(VENV)/ruff format --check qga_libvirt mcp_server tests bench scripts
+	$(VENV)/ruff check qga_libvirt mcp_server tests bench scripts ansible
+	$(VENV)/ruff format --check qga_libvirt mcp_server tests bench scripts ansible
 	$(VENV)/mypy
 
 test: lint

@@ -21,6 +21,7 @@ BENCHMARKS: Final = {
     "run": "run(['/bin/true']) vs a tight-polling client",
     "fleet": "fleet_call vs a plain loop and a warm thread pool, 10 to 1,000 host agents",
     "files": "file transfer throughput and memory vs a bare loop (socket and libvirt)",
+    "ansible": "one playbook via qga.libvirt.agent vs community.libvirt's libvirt_qemu (a guest)",
 }
 QUICK_SET: Final = ("startup", "connect", "ping", "run", "fleet")
 

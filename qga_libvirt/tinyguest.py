@@ -15,6 +15,11 @@ Four agent set-ups (``agent=``):
 - ``"never-starts"``: the libvirt channel exists but the guest never starts qemu-ga
   (kernel command line ``qga.agent=off``).
 
+With ``python_disk`` (a path from :func:`build_python_disk`) the guest also gets the
+host's Python 3.11 and standard library on a read-only disk shared by every guest,
+mounted at ``/opt/python`` with ``/usr/bin/python3`` linked to it: enough for real Ansible
+modules, not only ``raw``.
+
 Files: the image lives in ``QGA_GUEST_CACHE`` (default ``/var/cache/qga-libvirt/guest``;
 a guest built with another qemu-ga has its own cache beside it, see :func:`build`);
 each domain gets a directory ``QGA_GUEST_STATE_DIR/NAME`` (default
@@ -50,6 +55,7 @@ __all__ = [
     "AgentMode",
     "GuestImage",
     "build",
+    "build_python_disk",
     "console_log_path",
     "define",
     "destroy",
@@ -69,6 +75,10 @@ QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 BUILD_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "build-tiny-guest.sh"
 SYSTEM_AGENT = Path("/usr/sbin/qemu-ga")
 """The qemu-ga a tiny guest runs unless :func:`build` is given another."""
+PYTHON_SCRIPT = BUILD_SCRIPT.with_name("build-python-disk.sh")
+DEFAULT_PYTHON_CACHE_DIR = Path("/var/cache/qga-libvirt/python")
+PYTHON_DISK_SERIAL = "qga-python"
+"""The virtio serial by which the guest's init recognises the Python disk."""
 QEMU_USER = "libvirt-qemu"
 """The user Debian's libvirt runs QEMU as: it must be able to create the raw socket."""
 
@@ -134,6 +144,31 @@ def _cache_name(agent: Path) -> str:
     return f"guest-{digest}"
 
 
+def build_python_disk(cache_dir: Path | None = None) -> Path:
+    """Build (or reuse the cached) read-only Python disk and return its path.
+
+    ``cache_dir`` defaults to ``$QGA_PYTHON_CACHE``, then ``/var/cache/qga-libvirt/python``.
+    See ``scripts/build-python-disk.sh``.
+
+    Raises:
+        FileNotFoundError: the build script is missing.
+        RuntimeError: the build script failed (its stderr is in the message).
+    """
+    if cache_dir is None:
+        cache_dir = Path(os.environ.get("QGA_PYTHON_CACHE", str(DEFAULT_PYTHON_CACHE_DIR)))
+    if not PYTHON_SCRIPT.is_file():
+        raise FileNotFoundError(f"build script not found: {PYTHON_SCRIPT}")
+    proc = subprocess.run(
+        ["bash", str(PYTHON_SCRIPT), str(cache_dir)], capture_output=True, text=True, check=False
+    )
+    image = cache_dir / "python.img"
+    if proc.returncode != 0 or not image.is_file():
+        raise RuntimeError(
+            f"{PYTHON_SCRIPT.name} failed (exit {proc.returncode}): {proc.stderr.strip()}"
+        )
+    return image
+
+
 def _check_name(name: str) -> None:
     """Raise ValueError unless ``name`` is safe as a domain name and a file name."""
     if not _NAME_RE.fullmatch(name):
@@ -184,6 +219,7 @@ def domain_xml(
     socket_path: Path | None = None,
     nic: bool = False,
     extra_cmdline: str = "",
+    python_disk: Path | None = None,
 ) -> str:
     """Return the libvirt XML of a TCG tiny guest named ``name``.
 
@@ -191,7 +227,9 @@ def domain_xml(
     :func:`console_log_path`. ``data_disk`` (a raw ext4 image, which the domain writes to)
     becomes ``/dev/vda`` and is mounted at ``/mnt/data``. ``nic`` adds a user-mode
     (slirp) virtio NIC, configured by DHCP in the guest. ``extra_cmdline`` is appended to
-    the kernel command line. See the module docstring for ``agent``; ``socket_path`` is
+    the kernel command line. ``python_disk`` (see :func:`build_python_disk`) is attached
+    read-only and mounted at ``/opt/python``. See the module docstring for ``agent``;
+    ``socket_path`` is
     required for ``agent="socket"`` and must be creatable by the QEMU process.
 
     Raises:
@@ -234,6 +272,13 @@ def domain_xml(
         _sub(disk, "driver", name="qemu", type="raw")
         _sub(disk, "source", file=str(data_disk))
         _sub(disk, "target", dev="vda", bus="virtio")
+    if python_disk is not None:
+        disk = _sub(devices, "disk", type="file", device="disk")
+        _sub(disk, "driver", name="qemu", type="raw")
+        _sub(disk, "source", file=str(python_disk))
+        _sub(disk, "target", dev="vdb", bus="virtio")
+        _sub(disk, "readonly")
+        _sub(disk, "serial", PYTHON_DISK_SERIAL)
     if nic:
         iface = _sub(devices, "interface", type="user")
         _sub(iface, "model", type="virtio")
@@ -288,6 +333,7 @@ def _prepare(
     nic: bool,
     extra_cmdline: str,
     state_dir: Path | None,
+    python_disk: Path | None = None,
 ) -> tuple[Path, str]:
     """Make a fresh per-domain dir (with a data-disk copy); return it and the XML."""
     ddir = domain_dir(name, state_dir)
@@ -322,6 +368,7 @@ def _prepare(
         socket_path=socket_path,
         nic=nic,
         extra_cmdline=extra_cmdline,
+        python_disk=python_disk,
     )
     return ddir, xml
 
@@ -347,6 +394,7 @@ def start(
     nic: bool = False,
     extra_cmdline: str = "",
     state_dir: Path | None = None,
+    python_disk: Path | None = None,
 ) -> libvirt.virDomain:
     """Create and start a TRANSIENT tiny guest ``name`` (``conn.createXML``).
 
@@ -364,7 +412,17 @@ def start(
             (the per-domain dir is removed again).
     """
     ddir, xml = _prepare(
-        conn, name, image, agent, data_disk, memory_mib, socket_path, nic, extra_cmdline, state_dir
+        conn,
+        name,
+        image,
+        agent,
+        data_disk,
+        memory_mib,
+        socket_path,
+        nic,
+        extra_cmdline,
+        state_dir,
+        python_disk,
     )
     return _submit(ddir, lambda: conn.createXML(xml, 0))
 
@@ -381,6 +439,7 @@ def define(
     nic: bool = False,
     extra_cmdline: str = "",
     state_dir: Path | None = None,
+    python_disk: Path | None = None,
 ) -> libvirt.virDomain:
     """Define a PERSISTENT tiny guest ``name`` and leave it shut off (``conn.defineXML``).
 
@@ -390,7 +449,17 @@ def define(
         The same as :func:`start`.
     """
     ddir, xml = _prepare(
-        conn, name, image, agent, data_disk, memory_mib, socket_path, nic, extra_cmdline, state_dir
+        conn,
+        name,
+        image,
+        agent,
+        data_disk,
+        memory_mib,
+        socket_path,
+        nic,
+        extra_cmdline,
+        state_dir,
+        python_disk,
     )
     return _submit(ddir, lambda: conn.defineXML(xml))
 

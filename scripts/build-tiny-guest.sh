@@ -202,9 +202,17 @@ if [ -e /sys/class/net/eth0 ]; then
 fi
 i=0
 while [ ! -b /dev/vda ] && [ -e /sys/block/vda ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
-if [ -b /dev/vda ]; then
+if [ -b /dev/vda ] && [ "$(cat /sys/block/vda/serial 2>/dev/null)" != qga-python ]; then
     mount -t ext4 /dev/vda /mnt/data || echo "tiny-guest: mounting /dev/vda failed"
 fi
+# The read-only Python disk (scripts/build-python-disk.sh), recognised by its serial.
+for s in /sys/block/vd*/serial; do
+    [ "$(cat "$s" 2>/dev/null)" = qga-python ] || continue
+    d=${s%/serial}
+    mkdir -p /opt/python
+    mount -t ext4 -o ro "/dev/${d##*/}" /opt/python && /opt/python/setup.sh \
+        || echo "tiny-guest: mounting the Python disk failed"
+done
 echo "tiny-guest: up ($hn, $(cat /proc/uptime | cut -d' ' -f1)s)"
 EOF
 
