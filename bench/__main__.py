@@ -21,9 +21,11 @@ BENCHMARKS: Final = {
     "run": "run(['/bin/true']) vs a tight-polling client",
     "fleet": "fleet_call vs a plain loop and a warm thread pool, 10 to 1,000 host agents",
     "files": "file transfer throughput and memory vs a bare loop (socket and libvirt)",
+    "upload_cpu": "client CPU per uploaded MiB vs requests built by hand",
     "ansible": "one playbook via qga.libvirt.agent vs community.libvirt's libvirt_qemu (a guest)",
+    "soak": "faults injected under mixed calls on both backends (boots two guests; minutes)",
 }
-QUICK_SET: Final = ("startup", "connect", "ping", "run", "fleet")
+QUICK_SET: Final = ("startup", "connect", "ping", "run", "upload_cpu", "fleet")
 
 
 def main(argv: list[str] | None = None) -> int:
