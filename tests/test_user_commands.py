@@ -155,7 +155,7 @@ async def test_the_mcp_raw_tool_knows_declared_commands(vendor: Path) -> None:
             result = await client.call_tool("agent_command", arguments)
             assert not result.is_error
             assert result.structured_content is not None
-            assert result.structured_content["result"] is None
+            assert result.structured_content.get("result") is None  # nulls are left out
             assert time.monotonic() - start < 1  # declared: no reply awaited
             commands_module._USER_BY_WIRE.pop("guest-vendor-restart")
             undeclared = await client.call_tool("agent_command", arguments)

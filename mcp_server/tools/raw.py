@@ -24,7 +24,9 @@ class RawReply(DomainResult):
     """The agent's reply to a raw command, as sent."""
 
     command: str
-    result: JsonValue = Field(description='the reply\'s "return" value (null for none)')
+    result: JsonValue = Field(
+        default=None, description='the reply\'s "return" value (null for none)'
+    )
 
 
 @tool(
