@@ -26,11 +26,15 @@ This module makes sure it is never thrown away unnoticed:
   captured in guest files (``capture_via="agent"`` is refused there): a shell wrapper
   runs the command with ``exec`` (same pid, its own exit code or signal), its output
   goes to ``/tmp/qga-run/PID.out`` and ``PID.err`` (:data:`CAPTURE_DIR`: 0700, files
-  0600, the agent's user only), the status replies stay tiny, and the files are read
-  back in chunks the backend carries, then removed, on every path (success, error,
-  timeout, interruption, :meth:`RunOps.cancel`). Files of processes that ended more than
-  :data:`STALE_MINUTES` ago are removed by the next run. If reading them fails they are
-  kept, and the error names them. A Windows guest through libvirt is captured by the
+  0600, the agent's user only). When the process ended, a helper of the wrapper writes
+  output of up to :data:`INLINE_LIMIT` bytes into the wrapper's own status reply and
+  removes the files: a short command costs one guest-exec and its status polls. Larger
+  output stays in the files, read back in chunks the backend carries, then removed; the
+  files go on every path (success, error, timeout, interruption, :meth:`RunOps.cancel`).
+  Files of processes that ended more than :data:`STALE_MINUTES` ago are removed by the
+  first run of each agent object (and every :data:`GC_INTERVAL`). If reading them fails
+  they are kept, and the error names them. Small output whose status reply is lost in
+  transport is lost with it (as when the agent captures it). A Windows guest through libvirt is captured by the
   agent: its output must stay well under ~2 MiB per run.
 - ``output=`` follows the output while the process runs (capture in files, read as the
   files grow, every :data:`STREAM_POLL` at most).
@@ -80,6 +84,8 @@ __all__ = [
     "AGENT_RESTART_WAIT",
     "CAPTURE_DIR",
     "FIRST_POLL",
+    "GC_INTERVAL",
+    "INLINE_LIMIT",
     "MIN_STATUS_WAIT",
     "NOT_FOUND",
     "NO_PERMISSION",
@@ -154,9 +160,10 @@ _INLINE_END_SH: Final = "\\0qga-run\\n"  # the same for printf in the wrapper
 # never has it as a child to wait for) waits for the program's pid to go, then writes
 # the files to the agent's stdout/stderr pipes (the wrapper runs with capture-output):
 # small text with shell builtins (no process started), else up to $4 bytes in all with
-# head; then an end mark (_INLINE_END) on stderr, closes the pipes and removes the files. The agent
-# reports the process exited once the pipes are closed, so the status reply carries the
-# output, bounded by $4. Anything else (larger output, no /proc, the helper killed) ends
+# head; then an end mark (_INLINE_END) on stderr, and becomes ``rm`` of the files (which
+# holds the pipes until they are gone). The agent reports the process exited once the
+# pipes are closed, so the status reply carries the output, bounded by $4, and the files
+# are gone by then. Anything else (larger output, no /proc, the helper killed) ends
 # without the end mark: the output stays in the files, read back by the client.
 _WRAPPER: Final = f"""d=$1 i=$2 n=$3 s=$4 g=$5; shift 5
 umask 077
@@ -180,19 +187,24 @@ esac
 [ "$n" -ge 0 ] && set -- env -i "$@"
 if [ "$s" -gt 0 ] && [ -d /proc/$$ ]; then p=$$; {{ {{
   exec </dev/null >/dev/null 2>&1
-  t=; exec 5<>/proc/self/fd/3 && {{ read -t 0.001 -u 5 _; r=$?; [ $r = 1 ] || [ $r -gt 128 ]; }} && t=1
+  t=; exec 5<>/proc/self/fd/3 &&
+    {{ read -t 0.001 -u 5 _; r=$?; [ $r = 1 ] || [ $r -gt 128 ]; }} && t=1
   z() {{ if [ -n "$t" ]; then read -t "$1" -u 5 _; else sleep "$1"; fi; }}
-  for q in 0.001 0.002 0.004 0.008 0.016 0.032 0.064; do [ -d /proc/$p ] || break; z $q; done
+  for q in 0.001 0.002 0.002 0.002 0.002 0.004 0.004 0.008 0.016 0.032 0.064; do
+    [ -d /proc/$p ] || break; z $q
+  done
   while [ -d /proc/$p ]; do z 0.1; done
   exec 5<&-; v= w=
-  if {{ [ ! -s "$o" ] || {{ IFS= read -r -d '' -n {_INLINE_TEXT} v <"$o"; [ $? = 1 ] && [ -n "$v" ]; }}; }} &&
-    {{ [ ! -s "$e" ] || {{ IFS= read -r -d '' -n {_INLINE_TEXT} w <"$e"; [ $? = 1 ] && [ -n "$w" ]; }}; }}
+  if {{ [ ! -s "$o" ] ||
+      {{ IFS= read -r -d '' -n {_INLINE_TEXT} v <"$o"; [ $? = 1 ] && [ -n "$v" ]; }}; }} &&
+    {{ [ ! -s "$e" ] ||
+      {{ IFS= read -r -d '' -n {_INLINE_TEXT} w <"$e"; [ $? = 1 ] && [ -n "$w" ]; }}; }}
   then printf %s "$v" >&3 && printf '%s{_INLINE_END_SH}' "$w" >&4 || exit
   else set -- $(wc -c <"$o") $(wc -c <"$e")
     [ $# = 2 ] && [ $(($1 + $2)) -le "$s" ] && head -c "$1" "$o" >&3 &&
       head -c "$2" "$e" >&4 && printf '{_INLINE_END_SH}' >&4 || exit
   fi
-  exec 3>&- 4>&-; rm -f -- "$o" "$e"
+  exec rm -f -- "$o" "$e"
 }} & }} &
 fi
 exec "$@" 3>&- 4>&-
@@ -585,9 +597,10 @@ class RunOps(Commands):
                 self._remove(handle.files)
             elif handle.files and (status.err_data or b"").endswith(_INLINE_END):
                 # Small output, written into the status reply by the wrapper's helper
-                # (which removed the files): bounded by INLINE_LIMIT, never truncated.
+                # (which removed the files), bounded by INLINE_LIMIT.
                 out, err = status.out_data or b"", (status.err_data or b"")[: -len(_INLINE_END)]
-                out_cut = err_cut = False
+                out_cut, err_cut = len(out) > OUTPUT_LIMIT, len(err) > OUTPUT_LIMIT
+                out, err = out[:OUTPUT_LIMIT], err[:OUTPUT_LIMIT]
             elif handle.files and not self._started_elsewhere(handle):
                 out, out_cut, err, err_cut = self._read_files(handle)
             else:
