@@ -584,7 +584,7 @@ def test_large_input_is_uploaded_then_removed(clock: Clock) -> None:
     assert result.stdout == data
     exec_request = next(r for r in transport.requests if r.command == "guest-exec")
     assert "input-data" not in (exec_request.arguments or {})
-    assert len(json.dumps(exec_request.arguments)) < 64 << 10
+    assert len(json.dumps(exec_request.arguments, default=str)) < 64 << 10
     assert guest.temp_files() == []
     small = agent.run(["/bin/cat"], input=b"inline")
     assert small.stdout == b"inline"
@@ -592,7 +592,7 @@ def test_large_input_is_uploaded_then_removed(clock: Clock) -> None:
 
 def test_large_input_with_agent_capture_is_refused_before_it_runs(clock: Clock) -> None:
     def refuse(request: Request) -> Any:
-        if len(json.dumps(request.arguments)) > 64 << 10:
+        if len(json.dumps(request.arguments, default=str)) > 64 << 10:
             raise RequestTooLargeError("too large", command=request.command)
         return guest(request)
 

@@ -34,8 +34,8 @@ This module makes sure it is never thrown away unnoticed:
   Files of processes that ended more than :data:`STALE_MINUTES` ago are removed by the
   first run of each agent object (and every :data:`GC_INTERVAL`). If reading them fails
   they are kept, and the error names them. Small output whose status reply is lost in
-  transport is lost with it (as when the agent captures it). A Windows guest through libvirt is captured by the
-  agent: its output must stay well under ~2 MiB per run.
+  transport is lost with it (as when the agent captures it). A Windows guest through
+  libvirt is captured by the agent: its output must stay well under ~2 MiB per run.
 - ``output=`` follows the output while the process runs (capture in files, read as the
   files grow, every :data:`STREAM_POLL` at most).
 - Interrupted while waiting (KeyboardInterrupt, anything not a GuestAgentError), the
