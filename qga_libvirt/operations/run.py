@@ -189,12 +189,12 @@ if [ "$s" -gt 0 ] && [ -d /proc/$$ ]; then p=$$; {{ {{
   exec </dev/null >/dev/null 2>&1
   t=; exec 5<>/proc/self/fd/3 &&
     {{ read -t 0.001 -u 5 _; r=$?; [ $r = 1 ] || [ $r -gt 128 ]; }} && t=1
-  z() {{ if [ -n "$t" ]; then read -t "$1" -u 5 _; else sleep "$1"; fi; }}
+  z() {{ if [ -n "$t" ]; then read -t "$1" -u 5 _; else sleep "$1" 2>/dev/null || sleep 1; fi; }}
   for q in 0.001 0.002 0.002 0.002 0.002 0.004 0.004 0.008 0.016 0.032 0.064; do
     [ -d /proc/$p ] || break; z $q
   done
   while [ -d /proc/$p ]; do z 0.1; done
-  exec 5<&-; v= w=
+  exec 5<&-; v= w=; [ -f "$o" ] && [ -f "$e" ] || exit
   if {{ [ ! -s "$o" ] ||
       {{ IFS= read -r -d '' -n {_INLINE_TEXT} v <"$o"; [ $? = 1 ] && [ -n "$v" ]; }}; }} &&
     {{ [ ! -s "$e" ] ||
