@@ -300,6 +300,20 @@ def test_polling_backs_off_to_the_ceiling(clock: Clock) -> None:
     assert sum(r.command == "guest-exec-status" for r in transport.requests) == 13
 
 
+def test_the_first_poll_waits_most_of_the_quickest_run_seen(clock: Clock) -> None:
+    guest = FakeGuest(polls=3)
+    agent, _ = scripted(guest)
+    agent.run(["/bin/true"])
+    quickest = sum(clock.sleeps)  # the virtual clock moves only when run() sleeps
+    assert quickest == pytest.approx(run_module.FIRST_POLL * 15)  # 0.5, 1, 2 and 4 ms
+    clock.sleeps.clear()
+    guest.polls = 1
+    agent.run(["/bin/true"])
+    # A poll that cannot yet say "exited" costs a slow guest CPU time: the first waits.
+    first = run_module.FIRST_POLL_SHARE * quickest
+    assert clock.sleeps == [pytest.approx(first), run_module.FIRST_POLL * 2]
+
+
 def test_the_run_timeout_bounds_each_status_wait(clock: Clock) -> None:
     seen: list[float] = []
     guest = FakeGuest()

@@ -6,7 +6,9 @@ first time it reports it exited, so that one reply carries the only copy of the 
 This module makes sure it is never thrown away unnoticed:
 
 - Polling starts after :data:`FIRST_POLL` and backs off (x2) to :data:`POLL_CEILING`:
-  ``/bin/true`` completes in a few milliseconds, a long command costs few calls.
+  ``/bin/true`` completes in a few milliseconds, a long command costs few calls. Once an
+  agent object has seen runs end, its first poll waits most (:data:`FIRST_POLL_SHARE`)
+  of the quickest: through libvirt to a slow guest that saves polls, and guest CPU.
 - ``run(timeout=)`` bounds the whole call: each status call waits for its reply until
   the deadline (at most :data:`STATUS_TIMEOUT`, at least :data:`MIN_STATUS_WAIT`). A
   process still running then raises :class:`~qga_libvirt.errors.CommandTimeoutError`
@@ -84,6 +86,7 @@ __all__ = [
     "AGENT_RESTART_WAIT",
     "CAPTURE_DIR",
     "FIRST_POLL",
+    "FIRST_POLL_SHARE",
     "GC_INTERVAL",
     "INLINE_LIMIT",
     "MIN_STATUS_WAIT",
@@ -105,6 +108,9 @@ __all__ = [
 FIRST_POLL: Final = 0.0005
 """Seconds before the first guest-exec-status; each next wait doubles. (``/bin/true``
 on a local agent: 0.5 ms gives a 1.8-2 ms median, 1 ms 2.4-2.7 ms, measured.)"""
+FIRST_POLL_SHARE: Final = 0.8
+"""An agent object's first status poll of a run waits this share of the quickest run it
+has seen (at least :data:`FIRST_POLL`); the next ones back off from FIRST_POLL again."""
 POLL_CEILING: Final = 0.25
 """The longest wait between two guest-exec-status calls."""
 STATUS_TIMEOUT: Final = 15.0
@@ -322,6 +328,10 @@ class _State:
         self.pending: dict[int, RunHandle] = {}
         self.posix: bool | None = None
         self.tidied: float | None = None  # time.monotonic() of the last tidying
+        # The quickest exec-to-exited seen, per capture in files or not: the first status
+        # poll waits most of it (a poll that cannot yet say "exited" costs the guest CPU
+        # time the process needs: a TCG guest has one slow vCPU).
+        self.quickest: dict[bool, float] = {}
 
 
 _STATES: weakref.WeakKeyDictionary[Transport, _State] = weakref.WeakKeyDictionary()
@@ -644,19 +654,30 @@ class RunOps(Commands):
         follower: _Follower | None,
     ) -> ExecStatus:
         """The exited status."""
-        delay = FIRST_POLL
+        state, kind = self._run_state(), bool(handle.files)
+        begun = time.monotonic()
+        delay, polls = FIRST_POLL, 0
+        if follower is None:
+            delay = max(delay, FIRST_POLL_SHARE * state.quickest.get(kind, 0.0))
         while True:
             pause = delay if deadline is None else min(delay, deadline - time.monotonic())
             if pause > 0:
                 time.sleep(pause)
             status = self._status(handle, deadline, timeout)
             if status.exited:
+                took = time.monotonic() - begun
+                with state.lock:
+                    state.quickest[kind] = min(took, state.quickest.get(kind, took))
                 return status
             if follower is not None:
                 follower.pump()
             if deadline is not None and time.monotonic() >= deadline:
                 raise self._still_running(handle, timeout, answered=True)
-            delay = min(delay * 2, POLL_CEILING if follower is None else STREAM_POLL)
+            delay = min(
+                delay * 2 if polls else FIRST_POLL * 2,
+                POLL_CEILING if follower is None else STREAM_POLL,
+            )
+            polls += 1
 
     def _still_running(
         self, handle: RunHandle, timeout: float | None, *, answered: bool
