@@ -33,7 +33,7 @@ from qga_libvirt.testing import HostAgent
 from .harness import QUICK, Stats, interleaved, load, report
 
 ROOT = Path(__file__).resolve().parent.parent
-SOCKET_TARGET = 1.1
+TARGET_MS = 3.0  # socket: the library's median run(["/bin/true"])
 LIBVIRT_TARGET = 1.3
 
 
@@ -120,9 +120,10 @@ def socket_row(batches: int, per_batch: int) -> float:
         f'run(["/bin/true"]), socket, host qemu-ga, {batches} interleaved batches of {per_batch}:',
         stats,
         "tight poll",
-        target=SOCKET_TARGET,
         before=before,
     )
+    library = stats["qga_libvirt"].median * 1e3
+    print(f"  qga_libvirt.run median {library:.2f} ms (target <= {TARGET_MS:g} ms)")
     print(f"  agent calls per run: qga_libvirt {calls / runs:.1f}, tight poll >= 2")
     return ratios["qga_libvirt"]
 
