@@ -7,10 +7,10 @@ guest-exec-status in a tight loop (no sleep at all) until the process exited.
   on a persistent connection vs a hand-written client on its own;
 - libvirt: ``run(["echo", "x"])`` against a tiny TCG guest (booted here, destroyed at the
   end; ``QGA_BENCH_DOMAIN=NAME`` uses a running one instead; ``--quick`` runs this row
-  only then) vs the same exec + tight
-  poll by bare ``libvirt_qemu.qemuAgentCommand``. Through libvirt the library captures
-  output in guest files (a status reply above ~4 MiB is lost, above 10 MiB it breaks the
-  channel): what the guarantee costs on the quickest command there is.
+  only then) vs the same exec + tight poll by bare ``libvirt_qemu.qemuAgentCommand``.
+  Through libvirt the library captures output in guest files (a status reply above
+  ~4 MiB is lost, above 10 MiB it breaks the channel): what that guarantee costs on the
+  quickest command there is.
 
 Contenders run in interleaved batches in one process; figures are medians of batch
 means, with the agent calls each run made (counted at the transport).
