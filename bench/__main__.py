@@ -18,7 +18,7 @@ BENCHMARKS: Final = {
     "connect": "connect + ping + close per idle_timeout; memory per idle agent object",
     "ping": "socket ping round trip vs a minimal client",
     "libvirt_ping": "ping through libvirt vs bare qemuAgentCommand and virsh (boots a guest)",
-    "run": "run(['/bin/true']) vs a tight-polling client",
+    "run": "run() vs bare exec + tight status poll: socket, and libvirt (boots a guest)",
     "fleet": "fleet_call vs a plain loop and a warm thread pool, 10 to 1,000 host agents",
     "files": "file transfer throughput and memory vs a bare loop (socket and libvirt)",
     "upload_cpu": "client CPU per uploaded MiB vs requests built by hand",

@@ -268,7 +268,7 @@ def command(
     return declare
 
 
-def b64(data: bytes) -> str:
+def b64(data: bytes) -> Base64Text:
     """Bytes as the agent's base64 text (sent unscanned, see :class:`Base64Text`)."""
     return Base64Text.of(data)
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -286,3 +289,70 @@ def test_libvirt_domains_sockets_and_failures_in_one_fleet(
             assert type(result.error) is expected[result.target], result.error_message
             assert result.error_type == expected[result.target].__name__
     assert elapsed < 6.0  # 2 s call timeout; libvirt answers "not connected" at once
+
+
+# --- Ctrl-C in the caller -----------------------------------------------------------------
+
+INTERRUPTED_FLEET = """
+import socket, sys, threading, time
+from qga_libvirt import fleet_call
+
+silent, agent = sys.argv[1], sys.argv[2]
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.bind(silent)
+server.listen(1024)
+started = 0
+lock = threading.Lock()
+
+def slow(agent):
+    global started
+    with lock:
+        started += 1
+        if started == 4:
+            print("running", flush=True)
+    agent.ping()  # never answered: ends by the 1 s timeout
+
+try:
+    fleet_call([silent] * 256, slow, max_workers=4, timeout=1)  # 64 s in all
+    print("finished", flush=True)
+except KeyboardInterrupt:
+    time.sleep(2.5)  # the targets under way end (1 s): no worker takes another
+    with lock:
+        settled = started
+    time.sleep(2.5)
+    with lock:
+        later = started
+    print("started", settled, later, flush=True)
+    again = fleet_call([agent, agent], lambda a: a.ping() or "pong", timeout=5)
+    print("next", *[r.value for r in again], flush=True)
+"""
+
+
+@pytest.mark.agent
+def test_ctrl_c_during_a_fleet_stops_it_and_the_next_fleet_works(
+    system_host_agent: HostAgent, tmp_path: Path
+) -> None:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            INTERRUPTED_FLEET,
+            str(tmp_path / "silent.sock"),
+            str(system_host_agent.socket),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline() == "running\n"  # four targets under way
+    process.send_signal(signal.SIGINT)
+    # The whole fleet would take 64 s; interrupted, the process is done in seconds.
+    out, err = process.communicate(timeout=40)
+    assert process.returncode == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("started "), out
+    settled, later = map(int, lines[0].split()[1:])
+    assert settled == later  # no target started once those under way ended
+    assert settled < 256  # and the rest were never started
+    assert lines[1] == "next pong pong"  # the shared workers serve the next fleet

@@ -76,6 +76,8 @@ class Process:
     outcome: Outcome
     polls_left: int
     capture: bool
+    inline: int = 0  # the wrapper's bound on output written into its status reply
+    files: tuple[str, ...] = ()
 
 
 @dataclass
@@ -91,6 +93,7 @@ class FakeGuest:
     status_faults: list[Callable[[int], Any]] = field(default_factory=list)
     read_fault: GuestAgentFault | None = None
     started: list[list[str]] = field(default_factory=list)
+    helper: bool = True  # the wrapper's helper writes small output into the status reply
     _pid: int = 1000
     _handles: dict[int, list[Any]] = field(default_factory=dict)
 
@@ -117,19 +120,20 @@ class FakeGuest:
             for path in argv[4:]:
                 self.files.pop(path, None)
             outcome = Outcome()
-        elif role == "qga-run":  # the wrapper: DIR INPUT N ENV... ARGV...
-            directory, input_file, count = argv[4], argv[5], int(argv[6])
-            entries = argv[7 : 7 + max(count, 0)]
-            command = argv[7 + max(count, 0) :]
+        elif role == "qga-run":  # the wrapper: DIR INPUT N INLINE TIDY ENV... ARGV...
+            directory, input_file, count, inline = argv[4], argv[5], int(argv[6]), int(argv[7])
+            entries = argv[9 : 9 + max(count, 0)]
+            command = argv[9 + max(count, 0) :]
             if count >= 0:
                 env = dict(item.split("=", 1) for item in entries)
             if input_file:
                 stdin = self.files.pop(input_file)
             outcome = self.program(command, stdin, env)
             self._pid += 1
-            base = f"{directory}/{self._pid}"
-            self.files[f"{base}.out"], self.files[f"{base}.err"] = outcome.out, outcome.err
-            self.processes[self._pid] = Process(outcome, self.polls, capture)
+            files = (f"{directory}/{self._pid}.out", f"{directory}/{self._pid}.err")
+            self.files[files[0]], self.files[files[1]] = outcome.out, outcome.err
+            inline = inline if self.helper else 0
+            self.processes[self._pid] = Process(outcome, self.polls, capture, inline, files)
             return {"pid": self._pid}
         elif role == "qga-cancel":
             self.processes.pop(int(argv[4]), None)
@@ -167,7 +171,14 @@ class FakeGuest:
             reply["exitcode"] = outcome.exitcode
         if outcome.signal is not None:
             reply["signal"] = outcome.signal
-        if process.capture:
+        if process.files:  # the wrapper: its helper writes small output, then removes it
+            out, err = outcome.out, outcome.err
+            if process.inline and process.capture and len(out) + len(err) <= process.inline:
+                reply["out-data"] = base64.b64encode(out).decode()
+                reply["err-data"] = base64.b64encode(err + run_module._INLINE_END).decode()
+                for path in process.files:
+                    self.files.pop(path, None)
+        elif process.capture:
             limit = self.capture_limit
             reply["out-data"] = base64.b64encode(outcome.out[:limit]).decode()
             reply["err-data"] = base64.b64encode(outcome.err[:limit]).decode()
@@ -287,6 +298,20 @@ def test_polling_backs_off_to_the_ceiling(clock: Clock) -> None:
     assert max(clock.sleeps) == run_module.POLL_CEILING
     # a minute-long command costs about 4 calls a second, not thousands
     assert sum(r.command == "guest-exec-status" for r in transport.requests) == 13
+
+
+def test_the_first_poll_waits_most_of_the_quickest_run_seen(clock: Clock) -> None:
+    guest = FakeGuest(polls=3)
+    agent, _ = scripted(guest)
+    agent.run(["/bin/true"])
+    quickest = sum(clock.sleeps)  # the virtual clock moves only when run() sleeps
+    assert quickest == pytest.approx(run_module.FIRST_POLL * 15)  # 0.5, 1, 2 and 4 ms
+    clock.sleeps.clear()
+    guest.polls = 1
+    agent.run(["/bin/true"])
+    # A poll that cannot yet say "exited" costs a slow guest CPU time: the first waits.
+    first = run_module.FIRST_POLL_SHARE * quickest
+    assert clock.sleeps == [pytest.approx(first), run_module.FIRST_POLL * 2]
 
 
 def test_the_run_timeout_bounds_each_status_wait(clock: Clock) -> None:
@@ -497,11 +522,41 @@ def test_libvirt_like_backend_captures_in_guest_files_and_cleans_up(clock: Clock
     assert 'exec "$@"' in wrapper[2]
     assert wrapper[-3:] == ["/bin/echo", "via", "files"]
     assert wrapper[4] == "/tmp/qga-run"
-    assert "capture-output" not in (transport.requests[1].arguments or {})
+    # Small output comes back in the wrapper's own status reply, bounded by the wrapper
+    # to a third of what the backend carries: exec and status, no file or rm calls.
+    assert (transport.requests[1].arguments or {})["capture-output"] is True
+    assert wrapper[7] == str(run_module.INLINE_LIMIT) == str(1 << 20)
+    assert [r.command for r in transport.requests] == [
+        "guest-get-osinfo",
+        "guest-exec",
+        "guest-exec-status",
+    ]
     assert guest.temp_files() == []  # removed
-    assert guest.processes == {}  # and the rm was reaped
+    assert guest.processes == {}
     failed = agent.run(["fail"])
     assert (failed.exitcode, failed.stderr) == (3, b"it went wrong\n")
+    assert wrapper[8] == "1"  # tidied once per agent object
+    assert guest.started[1][8] == ""
+
+
+def test_large_output_spills_to_files_read_back_then_removed(clock: Clock) -> None:
+    guest = FakeGuest()
+    big = bytes(range(256)) * 8192  # 2 MiB: over what may come back in a status reply
+    guest.program = lambda argv, stdin, env: Outcome(out=big, err=b"e\n")
+    agent, transport = scripted(guest, libvirt_like=True)
+    result = agent.run(["big"])
+    assert (result.stdout, result.stderr) == (big, b"e\n")
+    commands = [r.command for r in transport.requests]
+    assert "guest-file-read" in commands
+    assert guest.temp_files() == []
+    assert guest.processes == {}  # and the rm was reaped
+
+
+def test_output_from_a_wrapper_without_its_helper_is_read_from_the_files(clock: Clock) -> None:
+    guest = FakeGuest(helper=False)  # no /proc, the helper killed: no end mark
+    agent, _ = scripted(guest, libvirt_like=True)
+    assert agent.run(["/bin/echo", "via", "files"]).stdout == b"via files\n"
+    assert guest.temp_files() == []
 
 
 def test_windows_guest_through_libvirt_is_captured_by_the_agent(clock: Clock) -> None:
@@ -543,7 +598,7 @@ def test_large_input_is_uploaded_then_removed(clock: Clock) -> None:
     assert result.stdout == data
     exec_request = next(r for r in transport.requests if r.command == "guest-exec")
     assert "input-data" not in (exec_request.arguments or {})
-    assert len(json.dumps(exec_request.arguments)) < 64 << 10
+    assert len(json.dumps(exec_request.arguments, default=str)) < 64 << 10
     assert guest.temp_files() == []
     small = agent.run(["/bin/cat"], input=b"inline")
     assert small.stdout == b"inline"
@@ -551,7 +606,7 @@ def test_large_input_is_uploaded_then_removed(clock: Clock) -> None:
 
 def test_large_input_with_agent_capture_is_refused_before_it_runs(clock: Clock) -> None:
     def refuse(request: Request) -> Any:
-        if len(json.dumps(request.arguments)) > 64 << 10:
+        if len(json.dumps(request.arguments, default=str)) > 64 << 10:
             raise RequestTooLargeError("too large", command=request.command)
         return guest(request)
 
@@ -571,7 +626,7 @@ def test_agent_capture_is_refused_where_its_reply_could_break_libvirt(clock: Clo
 
 
 def test_failed_read_back_keeps_the_files_and_names_them(clock: Clock) -> None:
-    guest = FakeGuest()
+    guest = FakeGuest(helper=False)
     guest.read_fault = GuestAgentFault(ConnectionLostError("lost", command="guest-file-read"))
     agent, _ = scripted(guest, libvirt_like=True)
     with pytest.raises(OutputLostError) as caught:
@@ -583,7 +638,7 @@ def test_failed_read_back_keeps_the_files_and_names_them(clock: Clock) -> None:
 
 
 def test_lost_status_in_file_mode_still_has_the_output_in_files(clock: Clock) -> None:
-    guest = FakeGuest()
+    guest = FakeGuest(helper=False)  # output too large for the status reply: in files
 
     def consumed_then_lost(pid: int) -> Any:
         guest.status(pid)
@@ -596,6 +651,22 @@ def test_lost_status_in_file_mode_still_has_the_output_in_files(clock: Clock) ->
     assert guest.files[caught.value.guest_files[0]] == b"safe\n"
     assert "the exit status of" in str(caught.value)  # only that is lost
     assert caught.value.guest_files[0] in str(caught.value)
+
+
+def test_lost_status_that_carried_small_output_says_the_output_is_lost(clock: Clock) -> None:
+    guest = FakeGuest()
+
+    def consumed_then_lost(pid: int) -> Any:
+        guest.status(pid)  # the reply carried the output; the helper removed the files
+        raise timeout_error()
+
+    guest.status_faults.append(consumed_then_lost)
+    agent, _ = scripted(guest, libvirt_like=True)
+    with pytest.raises(OutputLostError) as caught:
+        agent.run(["/bin/echo", "small"])
+    assert caught.value.certain
+    assert caught.value.guest_files == ()  # no file is named that is not there
+    assert "the output of" in str(caught.value)
 
 
 def test_timeout_in_file_mode_then_collect_reads_the_files(clock: Clock) -> None:

@@ -33,7 +33,8 @@ Time is bounded twice per target:
   timeout, libvirt's resync aside), closes the agent it opened, drops what ``fn``
   returned, and goes back to the shared workers.
   A batch therefore ends within about ``ceil(len(targets) / max_workers) *
-  wall_timeout``.
+  wall_timeout``. Interrupted (Ctrl-C in the caller), it starts no more targets; the
+  ones under way end by their timeouts, in the background, as above.
 
 Parallelism follows the waiting: a fleet starts on one worker and adds one, up to
 ``max_workers``, each time every running target has kept its worker waiting for
@@ -227,11 +228,13 @@ class _Workers:
         self._idle = 0
 
     def submit(self, job: Callable[[], None]) -> None:
+        # The job first: a reservation (below) is never left without its job, even when
+        # the caller is interrupted (Ctrl-C) between the two.
+        self._jobs.put(job)
         with self._lock:
             spawn = self._idle == 0
             if not spawn:
                 self._idle -= 1  # reserved for this job
-        self._jobs.put(job)
         if spawn:
             threading.Thread(target=self._serve, name="qga fleet", daemon=True).start()
 
@@ -280,6 +283,16 @@ class _Batch(Generic[T]):
         self.workers = 0  # workers taking targets (the ones left behind not counted)
 
     def run(self, max_workers: int) -> list[FleetResult[T]]:
+        try:
+            return self._run(max_workers)
+        except BaseException:
+            # The caller was interrupted (Ctrl-C): the workers take no more targets; those
+            # under way end by their timeouts and the workers go back to the shared ones.
+            with self.changed:
+                self.upcoming = len(self.items)
+            raise
+
+    def _run(self, max_workers: int) -> list[FleetResult[T]]:
         with self.changed:
             if self.items:
                 self._spawn()

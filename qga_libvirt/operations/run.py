@@ -6,7 +6,9 @@ first time it reports it exited, so that one reply carries the only copy of the 
 This module makes sure it is never thrown away unnoticed:
 
 - Polling starts after :data:`FIRST_POLL` and backs off (x2) to :data:`POLL_CEILING`:
-  ``/bin/true`` completes in a few milliseconds, a long command costs few calls.
+  ``/bin/true`` completes in a few milliseconds, a long command costs few calls. Once an
+  agent object has seen runs end, its first poll waits most (:data:`FIRST_POLL_SHARE`)
+  of the quickest: through libvirt to a slow guest that saves polls, and guest CPU.
 - ``run(timeout=)`` bounds the whole call: each status call waits for its reply until
   the deadline (at most :data:`STATUS_TIMEOUT`, at least :data:`MIN_STATUS_WAIT`). A
   process still running then raises :class:`~qga_libvirt.errors.CommandTimeoutError`
@@ -26,12 +28,16 @@ This module makes sure it is never thrown away unnoticed:
   captured in guest files (``capture_via="agent"`` is refused there): a shell wrapper
   runs the command with ``exec`` (same pid, its own exit code or signal), its output
   goes to ``/tmp/qga-run/PID.out`` and ``PID.err`` (:data:`CAPTURE_DIR`: 0700, files
-  0600, the agent's user only), the status replies stay tiny, and the files are read
-  back in chunks the backend carries, then removed, on every path (success, error,
-  timeout, interruption, :meth:`RunOps.cancel`). Files of processes that ended more than
-  :data:`STALE_MINUTES` ago are removed by the next run. If reading them fails they are
-  kept, and the error names them. A Windows guest through libvirt is captured by the
-  agent: its output must stay well under ~2 MiB per run.
+  0600, the agent's user only). When the process ended, a helper of the wrapper writes
+  output of up to :data:`INLINE_LIMIT` bytes into the wrapper's own status reply and
+  removes the files: a short command costs one guest-exec and its status polls. Larger
+  output stays in the files, read back in chunks the backend carries, then removed; the
+  files go on every path (success, error, timeout, interruption, :meth:`RunOps.cancel`).
+  Files of processes that ended more than :data:`STALE_MINUTES` ago are removed by the
+  first run of each agent object (and every :data:`GC_INTERVAL`). If reading them fails
+  they are kept, and the error names them. Small output whose status reply is lost in
+  transport is lost with it (as when the agent captures it). A Windows guest through
+  libvirt is captured by the agent: its output must stay well under ~2 MiB per run.
 - ``output=`` follows the output while the process runs (capture in files, read as the
   files grow, every :data:`STREAM_POLL` at most).
 - Interrupted while waiting (KeyboardInterrupt, anything not a GuestAgentError), the
@@ -80,6 +86,9 @@ __all__ = [
     "AGENT_RESTART_WAIT",
     "CAPTURE_DIR",
     "FIRST_POLL",
+    "FIRST_POLL_SHARE",
+    "GC_INTERVAL",
+    "INLINE_LIMIT",
     "MIN_STATUS_WAIT",
     "NOT_FOUND",
     "NO_PERMISSION",
@@ -99,6 +108,9 @@ __all__ = [
 FIRST_POLL: Final = 0.0005
 """Seconds before the first guest-exec-status; each next wait doubles. (``/bin/true``
 on a local agent: 0.5 ms gives a 1.8-2 ms median, 1 ms 2.4-2.7 ms, measured.)"""
+FIRST_POLL_SHARE: Final = 0.8
+"""An agent object's first status poll of a run waits this share of the quickest run it
+has seen (at least :data:`FIRST_POLL`); the next ones back off from FIRST_POLL again."""
 POLL_CEILING: Final = 0.25
 """The longest wait between two guest-exec-status calls."""
 STATUS_TIMEOUT: Final = 15.0
@@ -127,21 +139,50 @@ run that captures in files (time enough to :meth:`RunOps.collect` them)."""
 CAPTURE_DIR: Final = "qga-run"
 """The private directory (mode 0700, in :attr:`RunOps.run_temp_dir`) of capture files."""
 
+INLINE_LIMIT: Final = 1 << 20
+"""Bytes of output (stdout and stderr together) that may come back in the status reply
+of a run captured in files (at most a third of what the backend carries in one reply);
+more stays in the files and is read back from them."""
+GC_INTERVAL: Final = 600.0
+"""Seconds between two tidyings of the capture directory (chmod 0700, stale files) by
+one agent object; the first run that captures in files tidies it."""
+_INLINE_TEXT: Final = 1000  # bytes of text a helper reads with shell builtins (slow per byte)
+_INLINE_END: Final = b"\0qga-run\n"
+"""Ends stderr in a status reply that carries the output of a run captured in files."""
+_INLINE_END_SH: Final = "\\0qga-run\\n"  # the same for printf in the wrapper
+
+
 # The wrapper of capture in files: $1 the private directory, $2 an input file or "",
 # $3 the number of KEY=VALUE environment entries that follow (-1: keep the agent's
-# environment; else env -i sets only those), then the command. Output goes to
-# DIR/$$.out and DIR/$$.err, named from the pid (``exec`` keeps it), so that any process
-# that knows the pid finds them. They are 0600 in a 0700 directory of the agent's user;
-# anything else there (a link, another owner) is refused with exit code 125. A program
-# that cannot run ends as it does by the agent: 127 or 126 and NOT_FOUND or NO_PERMISSION.
-_WRAPPER: Final = f"""d=$1 i=$2 n=$3; shift 3
+# environment; else env -i sets only those), $4 the most bytes of output that may come
+# back in the status reply (0: none), $5 "1" to tidy the directory (chmod, stale files),
+# then the command. Output goes to DIR/$$.out and DIR/$$.err, named from the pid (``exec``
+# keeps it), so that any process that knows the pid finds them. They are 0600 in a 0700
+# directory of the agent's user; anything else there (a link, another owner) is refused
+# with exit code 125. A program that cannot run ends as it does by the agent: 127 or 126
+# and NOT_FOUND or NO_PERMISSION.
+#
+# With $4, a helper forked before the exec (and orphaned at once, so that the program
+# never has it as a child to wait for) waits for the program's pid to go, then writes
+# the files to the agent's stdout/stderr pipes (the wrapper runs with capture-output):
+# small text with shell builtins (no process started), else up to $4 bytes in all with
+# head; then an end mark (_INLINE_END) on stderr, and becomes ``rm`` of the files (which
+# holds the pipes until they are gone). The agent reports the process exited once the
+# pipes are closed, so the status reply carries the output, bounded by $4, and the files
+# are gone by then. Anything else (larger output, no /proc, the helper killed) ends
+# without the end mark: the output stays in the files, read back by the client.
+_WRAPPER: Final = f"""d=$1 i=$2 n=$3 s=$4 g=$5; shift 5
 umask 077
 [ -d "$d" ] || mkdir -m 700 "$d" 2>/dev/null
 if [ -L "$d" ] || [ ! -d "$d" ] || [ ! -O "$d" ]; then exit 125; fi
-chmod 700 "$d" && exec >"$d/$$.out" 2>"$d/$$.err" || exit 125
-for f in $(find "$d" -type f -mmin +{STALE_MINUTES} 2>/dev/null); do
-  p=${{f##*/}}; p=${{p%.*}}; [ -d "/proc/$p" ] || rm -f -- "$f"
-done
+o="$d/$$.out" e="$d/$$.err"
+if [ -n "$g" ]; then
+  chmod 700 "$d" || exit 125
+  for f in $(find "$d" -type f -mmin +{STALE_MINUTES} 2>/dev/null); do
+    p=${{f##*/}}; p=${{p%.*}}; [ -d "/proc/$p" ] || rm -f -- "$f"
+  done
+fi
+exec 3>&1 4>&2 >"$o" 2>"$e" || exit 125
 if [ -n "$i" ]; then exec <"$i"; rm -f -- "$i"; fi
 k=$n; p=$1; for a; do [ "$k" -le 0 ] && {{ p=$a; break; }}; k=$((k - 1)); done
 case $p in
@@ -150,7 +191,29 @@ case $p in
 *) command -v "$p" >/dev/null 2>&1 || {{ echo "$p: {{NOT_FOUND}}" >&2; exit 127; }} ;;
 esac
 [ "$n" -ge 0 ] && set -- env -i "$@"
-exec "$@"
+if [ "$s" -gt 0 ] && [ -d /proc/$$ ]; then p=$$; {{ {{
+  exec </dev/null >/dev/null 2>&1
+  t=; exec 5<>/proc/self/fd/3 &&
+    {{ read -t 0.001 -u 5 _; r=$?; [ $r = 1 ] || [ $r -gt 128 ]; }} && t=1
+  z() {{ if [ -n "$t" ]; then read -t "$1" -u 5 _; else sleep "$1" 2>/dev/null || sleep 1; fi; }}
+  for q in 0.001 0.002 0.002 0.002 0.002 0.004 0.004 0.008 0.016 0.032 0.064; do
+    [ -d /proc/$p ] || break; z $q
+  done
+  while [ -d /proc/$p ]; do z 0.1; done
+  exec 5<&-; v= w=; [ -f "$o" ] && [ -f "$e" ] || exit
+  if {{ [ ! -s "$o" ] ||
+      {{ IFS= read -r -d '' -n {_INLINE_TEXT} v <"$o"; [ $? = 1 ] && [ -n "$v" ]; }}; }} &&
+    {{ [ ! -s "$e" ] ||
+      {{ IFS= read -r -d '' -n {_INLINE_TEXT} w <"$e"; [ $? = 1 ] && [ -n "$w" ]; }}; }}
+  then printf %s "$v" >&3 && printf '%s{_INLINE_END_SH}' "$w" >&4 || exit
+  else set -- $(wc -c <"$o") $(wc -c <"$e")
+    [ $# = 2 ] && [ $(($1 + $2)) -le "$s" ] && head -c "$1" "$o" >&3 &&
+      head -c "$2" "$e" >&4 && printf '{_INLINE_END_SH}' >&4 || exit
+  fi
+  exec rm -f -- "$o" "$e"
+}} & }} &
+fi
+exec "$@" 3>&- 4>&-
 """
 NOT_FOUND: Final = "command not found"
 """stderr of a program that does not exist (exit code 127), on every capture path."""
@@ -264,6 +327,11 @@ class _State:
         self.lock = threading.Lock()
         self.pending: dict[int, RunHandle] = {}
         self.posix: bool | None = None
+        self.tidied: float | None = None  # time.monotonic() of the last tidying
+        # The quickest exec-to-exited seen, per capture in files or not: the first status
+        # poll waits most of it (a poll that cannot yet say "exited" costs the guest CPU
+        # time the process needs: a TCG guest has one slow vCPU).
+        self.quickest: dict[bool, float] = {}
 
 
 _STATES: weakref.WeakKeyDictionary[Transport, _State] = weakref.WeakKeyDictionary()
@@ -361,7 +429,7 @@ class RunOps(Commands):
             raise ValueError("output= needs a POSIX guest: its output is read from guest files")
         started = time.time()
         if in_files:
-            handle = self._start_in_files(args, input, env, started)
+            handle = self._start_in_files(args, input, env, started, inline=output is None)
         else:
             try:
                 pid = self.exec(args[0], args[1:], env=env, input=input, capture_output=capture)
@@ -503,15 +571,19 @@ class RunOps(Commands):
             files = (f"{base}.out", f"{base}.err")
         return RunHandle(pid=handle, files=files, started=time.time())
 
-    def _started_elsewhere(self, handle: RunHandle) -> bool:
+    def _started_elsewhere(self, handle: RunHandle, *, probe: bool = False) -> bool:
         """A bare pid whose capture files were only guessed and are not there: a process
-        started by plain guest-exec, whose output (if any) the agent captured."""
-        if handle.argv or not handle.files:
+        started by plain guest-exec, whose output (if any) the agent captured. With
+        ``probe``, whether the capture files are gone, whoever started the process (the
+        agent cannot be asked: False)."""
+        if not handle.files or (handle.argv and not probe):
             return False
         try:
             self.file_close(self.file_open(handle.files[0], "rb"))
         except AgentCommandError:
             return True
+        except GuestAgentError:
+            return False
         return False
 
     # --- waiting ----------------------------------------------------------------------
@@ -533,6 +605,12 @@ class RunOps(Commands):
                 out, out_cut, err, err_cut = follower.result()
                 follower.close()
                 self._remove(handle.files)
+            elif handle.files and (status.err_data or b"").endswith(_INLINE_END):
+                # Small output, written into the status reply by the wrapper's helper
+                # (which removed the files), bounded by INLINE_LIMIT.
+                out, err = status.out_data or b"", (status.err_data or b"")[: -len(_INLINE_END)]
+                out_cut, err_cut = len(out) > OUTPUT_LIMIT, len(err) > OUTPUT_LIMIT
+                out, err = out[:OUTPUT_LIMIT], err[:OUTPUT_LIMIT]
             elif handle.files and not self._started_elsewhere(handle):
                 out, out_cut, err, err_cut = self._read_files(handle)
             else:
@@ -576,19 +654,30 @@ class RunOps(Commands):
         follower: _Follower | None,
     ) -> ExecStatus:
         """The exited status."""
-        delay = FIRST_POLL
+        state, kind = self._run_state(), bool(handle.files)
+        begun = time.monotonic()
+        delay, polls = FIRST_POLL, 0
+        if follower is None:
+            delay = max(delay, FIRST_POLL_SHARE * state.quickest.get(kind, 0.0))
         while True:
             pause = delay if deadline is None else min(delay, deadline - time.monotonic())
             if pause > 0:
                 time.sleep(pause)
             status = self._status(handle, deadline, timeout)
             if status.exited:
+                took = time.monotonic() - begun
+                with state.lock:
+                    state.quickest[kind] = min(took, state.quickest.get(kind, took))
                 return status
             if follower is not None:
                 follower.pump()
             if deadline is not None and time.monotonic() >= deadline:
                 raise self._still_running(handle, timeout, answered=True)
-            delay = min(delay * 2, POLL_CEILING if follower is None else STREAM_POLL)
+            delay = min(
+                delay * 2 if polls else FIRST_POLL * 2,
+                POLL_CEILING if follower is None else STREAM_POLL,
+            )
+            polls += 1
 
     def _still_running(
         self, handle: RunHandle, timeout: float | None, *, answered: bool
@@ -681,6 +770,8 @@ class RunOps(Commands):
         with self._run_state().lock:
             self._run_state().pending.pop(pid, None)
         kept = handle.files[:2]
+        if kept and certain and not too_large and self._started_elsewhere(handle, probe=True):
+            kept = ()  # small output came in the lost reply, and its files were removed
         what = "output" if handle.capture and not kept else "exit status"
         hint: Hint | None = None
         if too_large:
@@ -759,15 +850,22 @@ class RunOps(Commands):
         input: bytes | None,
         env: Mapping[str, str] | None,
         started: float,
+        *,
+        inline: bool,
     ) -> RunHandle:
+        """Start the wrapper; with ``inline``, small output comes back in its status."""
         directory = self._capture_dir()
-        inline, input_file = input, ""
-        limit = self.transport.max_request_bytes
-        if input is not None and limit is not None and len(input) * 4 // 3 > limit // 2:
+        inline_input, input_file = input, ""
+        request_limit = self.transport.max_request_bytes
+        if (
+            input is not None
+            and request_limit is not None
+            and len(input) * 4 // 3 > request_limit // 2
+        ):
             # Too large for one request: uploaded in chunks into the private directory.
             input_file = f"{directory}/{secrets.token_hex(8)}.in"
             self._exec_and_wait([SHELL, "-c", _MKDIR, "qga-mkdir", directory])
-            inline = None
+            inline_input = None
             try:
                 self.write_file(input_file, input, atomic=False)  # a private directory
             except BaseException:
@@ -775,11 +873,23 @@ class RunOps(Commands):
                 raise
         entries = [f"{key}={value}" for key, value in env.items()] if env is not None else []
         count = str(len(entries)) if env is not None else "-1"
+        reply_limit = self.transport.max_reply_bytes
+        limit = 0
+        if inline:
+            limit = INLINE_LIMIT if reply_limit is None else min(INLINE_LIMIT, reply_limit // 3)
+        state = self._run_state()
+        now = time.monotonic()
+        with state.lock:
+            tidy = state.tidied is None or now - state.tidied >= GC_INTERVAL
+            if tidy:
+                state.tidied = now
+        fixed = [directory, input_file, count, str(limit), "1" if tidy else ""]
         try:
             pid = self.exec(
                 SHELL,
-                ["-c", _WRAPPER_SCRIPT, "qga-run", directory, input_file, count, *entries, *args],
-                input=inline,
+                ["-c", _WRAPPER_SCRIPT, "qga-run", *fixed, *entries, *args],
+                input=inline_input,
+                capture_output=limit > 0,
             )
         except BaseException:
             if input_file:
