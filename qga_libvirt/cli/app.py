@@ -579,7 +579,7 @@ def _fleet(
     _merge(options, namespace, out)
 
     from ..client import DEFAULT_TIMEOUT
-    from ..operations.fleet import fleet_call
+    from ..fleet import fleet_call
 
     runner = sub.prepare(Context(out, options, in_fleet=True), namespace)
     results = fleet_call(
