@@ -47,7 +47,7 @@ from .transports.base import Request, Transport
 from .transports.socket import DEFAULT_IDLE_TIMEOUT, SocketTransport
 
 if TYPE_CHECKING:
-    from .transports.libvirt import Backend
+    from .transports.domain import Backend
 
 __all__ = ["DEFAULT_TIMEOUT", "GuestAgent"]
 
@@ -151,7 +151,7 @@ class GuestAgent(FileOps, RunOps, FreezeOps, PowerOps, CredentialOps):
         Calls raise AgentNotConnectedError while no agent has opened the channel in the
         guest (not installed, or still booting: :meth:`wait_for_agent` waits for it).
         """
-        from .transports.libvirt import open_domain_transport
+        from .transports.domain import open_domain_transport
 
         transport = open_domain_transport(domain, uri, backend=backend, idle_timeout=idle_timeout)
         return cls(transport, timeout=timeout)
