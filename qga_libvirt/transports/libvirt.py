@@ -40,7 +40,7 @@ from typing import Any, Final
 import libvirt
 import libvirt_qemu
 
-from ..commands import by_wire_name
+from ..commands import Commands, by_wire_name
 from ..discovery import describe_domain, open_connection
 from ..errors import (
     AgentNotConfiguredError,
@@ -60,7 +60,7 @@ from ..errors import (
     RequestTooLargeError,
 )
 from ..protocol import Reply, encode_request
-from .base import Request
+from .base import Features, Identity, Request
 
 __all__ = [
     "MAX_REPLY_BYTES",
@@ -129,6 +129,14 @@ class LibvirtTransport:
     @property
     def target(self) -> str:
         return self._target
+
+    @property
+    def features(self) -> Features:
+        """Power through libvirt's typed API, agent lifecycle events, the domain's URI
+        and UUID."""
+        return Features(
+            power=self, agent_events=self, identity=Identity(uri=self.uri, domain_uuid=self.uuid)
+        )
 
     @property
     def max_request_bytes(self) -> int | None:
@@ -420,6 +428,30 @@ class LibvirtTransport:
         finally:
             with contextlib.suppress(libvirt.libvirtError):
                 conn.domainEventDeregisterAny(callback)
+
+    def reboot(self) -> None:
+        """``virDomainReboot`` with the ``GUEST_AGENT`` flag: returns once the guest reset."""
+        try:
+            self.domain.reboot(libvirt.VIR_DOMAIN_REBOOT_GUEST_AGENT)
+        except libvirt.libvirtError as exc:
+            raise self.map_error(exc, command=Commands.shutdown.wire) from exc
+
+    def poweroff(self) -> None:
+        """``virDomainShutdownFlags`` with the ``GUEST_AGENT`` flag: returns once QEMU saw
+        the guest power off."""
+        try:
+            self.domain.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT)
+        except libvirt.libvirtError as exc:
+            raise self.map_error(exc, command=Commands.shutdown.wire) from exc
+
+    def running(self) -> bool:
+        """Whether the domain runs; a transient domain that stopped no longer exists."""
+        try:
+            return bool(self.domain.isActive())
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return False
+            raise self.map_error(exc) from exc
 
     def _state(self) -> str | None:
         try:
