@@ -20,7 +20,7 @@ from ..errors import (
     Hint,
     Remedy,
 )
-from .libvirt import LibvirtTransport, _not_configured, _start_hint
+from .libvirt import LibvirtTransport, not_configured, start_hint
 from .socket import DEFAULT_IDLE_TIMEOUT, SocketTransport
 
 __all__ = ["Backend", "open_domain_transport"]
@@ -62,12 +62,12 @@ def open_domain_transport(
     name = info.name
     if not info.running:
         raise DomainNotRunningError(
-            f"domain '{name}' is {info.state}: {_start_hint(name, info.state)}",
+            f"domain '{name}' is {info.state}: {start_hint(name, info.state)}",
             target=f"domain '{name}'",
         )
     channel = info.agent_channel
     if channel is None:
-        raise AgentNotConfiguredError(_not_configured(name), target=f"domain '{name}'")
+        raise AgentNotConfiguredError(not_configured(name), target=f"domain '{name}'")
     if backend == "auto":
         backend = "libvirt" if channel.held_by_libvirt else "socket"
     if backend == "socket":

@@ -41,7 +41,7 @@ import libvirt
 import libvirt_qemu
 
 from ..commands import Commands, by_wire_name
-from ..discovery import describe_domain, open_connection
+from ..discovery import AGENT_CHANNEL_NAME, describe_domain, open_connection
 from ..errors import (
     AgentNotConfiguredError,
     AgentNotConnectedError,
@@ -353,7 +353,7 @@ class LibvirtTransport:
             )
         if code == libvirt.VIR_ERR_OPERATION_INVALID and "not running" in text:
             return DomainNotRunningError(
-                f"{where} is not running: {_start_hint(name, self._state())}", **kwargs
+                f"{where} is not running: {start_hint(name, self._state())}", **kwargs
             )
         if "disappeared while executing" in text:
             return ConnectionLostError(
@@ -363,7 +363,7 @@ class LibvirtTransport:
                 **kwargs,
             )
         if code == libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED and "not configured" in text:
-            return AgentNotConfiguredError(_not_configured(name), **kwargs)
+            return AgentNotConfiguredError(not_configured(name), **kwargs)
         if code == libvirt.VIR_ERR_AGENT_UNRESPONSIVE and "not connected" in text:
             return AgentNotConnectedError(_not_connected(name), hint=_WAIT, **kwargs)
         if code in (
@@ -472,7 +472,8 @@ def _dead(domain: Any) -> bool:
         return True
 
 
-def _start_hint(name: str, state: str | None) -> str:
+def start_hint(name: str, state: str | None) -> str:
+    """What to do about a domain that is not running (shared with the domain factory)."""
     if state == "paused":
         return f"it is paused: resume it (virsh resume {name})"
     if state == "pmsuspended":
@@ -487,10 +488,11 @@ def _recover_class(desc: str) -> str:
     return "GenericError"
 
 
-def _not_configured(name: str) -> str:
+def not_configured(name: str) -> str:
+    """What to do about a domain without an agent channel (shared with the factory)."""
     return (
         f"domain '{name}' has no guest agent channel: add <channel type='unix'><target "
-        f"type='virtio' name='org.qemu.guest_agent.0'/></channel> to its <devices> "
+        f"type='virtio' name='{AGENT_CHANNEL_NAME}'/></channel> to its <devices> "
         f"(virsh edit {name}) and restart it"
     )
 
