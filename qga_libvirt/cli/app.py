@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..commands import all_commands, load_user_commands, user_commands
 from ..errors import GuestAgentError
+from ..transports.domain import BACKENDS
 from . import exits
 from .completion import SHELLS, Words, render
 from .core import Context, Outcome, Runner, Subcommand
@@ -165,7 +166,7 @@ def top_parser() -> argparse.ArgumentParser:
     parser.add_argument("--socket", metavar="PATH", help="an agent's unix socket, no libvirt")
     parser.add_argument(
         "--backend",
-        choices=("auto", "libvirt", "socket"),
+        choices=BACKENDS,
         default="auto",
         help="how to reach a domain's agent: through libvirt, or its raw socket "
         "(auto: the socket only for a channel libvirt does not hold)",
