@@ -121,12 +121,7 @@ def _stdin_data(ctx: Context, namespace: argparse.Namespace) -> bytes | None:
 
 def _run_outcome(result: RunResult) -> Outcome:
     """The outcome of a finished guest process: its output as it is, its status as ours."""
-    if result.exitcode is not None:
-        code = result.exitcode
-    elif result.signal is not None:
-        code = exits.SIGNAL_BASE + result.signal
-    else:
-        code = exits.FAILURE
+    code = exits.exit_code_of_process(result.exitcode, result.signal)
     messages = tuple(
         f"warning: the process's {stream} was cut at {human_size(OUTPUT_LIMIT)}"
         for stream, cut in (
