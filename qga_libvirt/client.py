@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import difflib
 import logging
 import os
 import socket
-import threading
 import time
 from collections.abc import Mapping
 from types import TracebackType
@@ -25,20 +22,13 @@ from .commands import (
 )
 from .errors import (
     AgentCommandError,
-    AgentNotConfiguredError,
-    AgentNotConnectedError,
-    AgentTimeoutError,
-    AgentUnreachableError,
     Availability,
     CommandDisabledError,
-    ConnectionLostError,
-    DomainNotFoundError,
     GuestAgentError,
     agent_error,
 )
 from .models import AgentInfo, FsfreezeStatus, OsInfo
 from .operations.credentials import CredentialOps
-from .operations.files import FileOps
 from .operations.freeze import FreezeOps
 from .operations.power import PowerOps
 from .operations.run import RunOps
@@ -47,7 +37,7 @@ from .transports.base import Request, Transport
 from .transports.socket import DEFAULT_IDLE_TIMEOUT, SocketTransport
 
 if TYPE_CHECKING:
-    from .transports.libvirt import Backend
+    from .transports.domain import Backend
 
 __all__ = ["DEFAULT_TIMEOUT", "GuestAgent"]
 
@@ -85,7 +75,7 @@ class _Shared:
         self.guest_os: str | None = None
 
 
-class GuestAgent(FileOps, RunOps, FreezeOps, PowerOps, CredentialOps):
+class GuestAgent(RunOps, FreezeOps, PowerOps, CredentialOps):
     """A QEMU guest agent, reached through a transport.
 
     Every QGA command is a typed method (see :class:`~qga_libvirt.commands.Commands`);
@@ -151,72 +141,10 @@ class GuestAgent(FileOps, RunOps, FreezeOps, PowerOps, CredentialOps):
         Calls raise AgentNotConnectedError while no agent has opened the channel in the
         guest (not installed, or still booting: :meth:`wait_for_agent` waits for it).
         """
-        from .transports.libvirt import open_domain_transport
+        from .transports.domain import open_domain_transport
 
         transport = open_domain_transport(domain, uri, backend=backend, idle_timeout=idle_timeout)
         return cls(transport, timeout=timeout)
-
-    def wait_for_agent(self, timeout: float = 60.0) -> None:
-        """Wait until the agent answers a ping: for a guest that is booting or rebooting.
-
-        Through libvirt, with an event loop running
-        (:func:`~qga_libvirt.discovery.start_event_loop`), it wakes on libvirt's agent
-        lifecycle event; otherwise it pings with a backoff from 50 ms to 1 s. Errors that
-        mean "not yet" (agent not connected or unresponsive, socket not there yet,
-        timeouts) are waited out.
-
-        Raises:
-            AgentTimeoutError: it did not answer within ``timeout``; the last error is
-                its ``__cause__``.
-            GuestAgentError: an error that waiting cannot cure (no such domain, no agent
-                channel, domain not running).
-        """
-        events = getattr(self.transport, "agent_connected_events", None)
-        with events() if events is not None else contextlib.nullcontext() as woken:
-            self._wait_for_agent(timeout, woken)
-
-    def _wait_for_agent(self, timeout: float, woken: threading.Event | None) -> None:
-        deadline = time.monotonic() + timeout
-        delay = 0.05
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                self.call("guest-ping", timeout=max(0.1, min(remaining, 2.0)))
-                return
-            except (AgentTimeoutError, AgentNotConnectedError, ConnectionLostError) as exc:
-                last: GuestAgentError = exc
-            except AgentUnreachableError as exc:
-                if isinstance(exc, DomainNotFoundError | AgentNotConfiguredError):
-                    raise
-                last = exc
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AgentTimeoutError(  # the last error's hint (wait for it) is moot here
-                    f"the agent of {self.target} did not answer within {timeout:g} s: "
-                    f"{last.message}",
-                    target=self.target,
-                    command="guest-ping",
-                ) from last
-            if woken is not None:  # an event wakes us: poll rarely
-                woken.wait(min(max(delay, 1.0), remaining))
-                woken.clear()
-            else:
-                time.sleep(min(delay, remaining))
-            delay = min(delay * 2, 1.0)
-
-    @property
-    def target(self) -> str:
-        """What this agent is reached through, e.g. ``socket /run/qga.sock``."""
-        return self.transport.target
-
-    def with_timeout(self, timeout: float) -> Self:
-        """A view of this agent whose calls wait up to ``timeout`` seconds.
-
-        ``agent.with_timeout(60).fstrim()``: same connection, same cached info.
-        """
-        view = copy.copy(self)
-        view.timeout = timeout
-        return view
 
     def __repr__(self) -> str:
         return f"<GuestAgent {self.target}>"

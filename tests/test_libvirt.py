@@ -24,6 +24,7 @@ from qga_libvirt import (
 )
 from qga_libvirt.discovery import agent_channel_from_xml, list_domains
 from qga_libvirt.models import OsInfo
+from qga_libvirt.transports import domain as domain_transports
 from qga_libvirt.transports.libvirt import LibvirtTransport
 from qga_libvirt.transports.socket import SocketTransport
 
@@ -253,6 +254,14 @@ def test_libvirt_error_mapping(lab: Lab, code: int, message: str, expected: str)
     error = transport.map_error(FakeLibvirtError(code, message), command="guest-ping")
     assert expected in type(error).__name__
     assert f"'{lab.ok}'" in str(error)
+
+
+def test_every_backend_is_registered_once() -> None:
+    # The Backend type, the openers and what the CLI offers (--backend, completion) agree.
+    backends = domain_transports.BACKENDS
+    assert backends[0] == "auto"
+    assert set(backends[1:]) == set(domain_transports._OPENERS)
+    assert len(set(backends)) == len(backends)
 
 
 def test_agent_channel_from_xml_unit() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -25,10 +26,13 @@ from qga_libvirt import (
     AgentTimeoutError,
     AgentUnresponsiveError,
     CommandDisabledError,
+    FakeTransport,
     GuestAgent,
     ShutdownTimeoutError,
+    SocketTransport,
     tinyguest,
 )
+from qga_libvirt.transports.base import Features, Identity, features_of
 from qga_libvirt.transports.libvirt import LibvirtTransport
 
 from .fakeagent import FakeAgent, Peer
@@ -183,6 +187,30 @@ def test_libvirt_reboot_and_poweroff_use_the_typed_api() -> None:
     assert domain.calls == [
         ("reboot", libvirt.VIR_DOMAIN_REBOOT_GUEST_AGENT),
         ("shutdownFlags", libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT),
+    ]
+
+
+def test_transports_declare_their_features() -> None:
+    virt = LibvirtTransport(StandInDomain())
+    features = features_of(virt)
+    assert features.power is virt
+    assert features.agent_events is virt
+    assert features.identity == Identity(
+        uri="test:///stand-in", domain_uuid="00000000-0000-0000-0000-00000000c0de"
+    )
+    assert features_of(SocketTransport("/run/x.sock")) == Features(
+        identity=Identity(socket="/run/x.sock")
+    )
+    left, right = socket.socketpair()
+    with right, GuestAgent.from_fd(left) as by_fd:  # no path: another process cannot open it
+        assert features_of(by_fd.transport) == Features()
+    # A transport that declares nothing (written to the bare contract) has no features,
+    # and power goes through the agent's own guest-shutdown.
+    fake = FakeTransport(lambda request: None)
+    assert features_of(fake) == Features()
+    GuestAgent(fake).reboot()
+    assert [(r.command, r.arguments) for r in fake.requests] == [
+        ("guest-shutdown", {"mode": "reboot"})
     ]
 
 

@@ -29,11 +29,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..commands import all_commands, load_user_commands, user_commands
 from ..errors import GuestAgentError
+from ..transports.domain import BACKENDS
 from . import exits
 from .completion import SHELLS, Words, render
 from .core import Context, Outcome, Runner, Subcommand
 from .derive import wire_subcommand
-from .helpers import HELPERS, guest_path
+from .helpers import HELPERS, parse_guest_spec
 from .inputs import UsageError
 from .messages import error_text
 from .output import Output, table
@@ -93,12 +94,9 @@ def _count(text: str) -> int:
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from ..metadata import installed_version
 
-    try:
-        return version("qga-libvirt")
-    except PackageNotFoundError:
-        return "(not installed)"
+    return installed_version() or "(not installed)"
 
 
 def _output_options(parser: argparse.ArgumentParser, *, after: bool) -> None:
@@ -168,7 +166,7 @@ def top_parser() -> argparse.ArgumentParser:
     parser.add_argument("--socket", metavar="PATH", help="an agent's unix socket, no libvirt")
     parser.add_argument(
         "--backend",
-        choices=("auto", "libvirt", "socket"),
+        choices=BACKENDS,
         default="auto",
         help="how to reach a domain's agent: through libvirt, or its raw socket "
         "(auto: the socket only for a channel libvirt does not hold)",
@@ -512,7 +510,7 @@ def _list(out: Output, options: argparse.Namespace, args: argparse.Namespace, _:
         out.lines(d.name for d in domains)
     else:
         rows = [
-            [str(d.id) if d.id is not None else "-", d.name, d.state, _channel(d.agent_channel)]
+            [str(d.id) if d.id is not None else "-", d.name, d.state, _agent_cell(d.agent_channel)]
             for d in domains
         ]
         out.lines(table(["Id", "Name", "State", "Agent"], rows))
@@ -521,7 +519,8 @@ def _list(out: Output, options: argparse.Namespace, args: argparse.Namespace, _:
     return exits.OK
 
 
-def _channel(channel: Any) -> str:
+def _agent_cell(channel: Any) -> str:
+    """The Agent column of qga list (the MCP server's words for it are its own)."""
     if channel is None:
         return "no channel"
     if not channel.held_by_libvirt:
@@ -534,7 +533,7 @@ def _cp_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cp(out: Output, options: argparse.Namespace, args: argparse.Namespace, _: Any) -> int:
-    remote = guest_path(args.source) or guest_path(args.destination)
+    remote = parse_guest_spec(args.source) or parse_guest_spec(args.destination)
     if remote is None or not remote.domain:
         raise UsageError("qga cp needs DOMAIN:/path on one side (or: qga DOMAIN cp :/path ...)")
     options.domain_name = remote.domain
@@ -579,7 +578,7 @@ def _fleet(
     _merge(options, namespace, out)
 
     from ..client import DEFAULT_TIMEOUT
-    from ..operations.fleet import fleet_call
+    from ..fleet import fleet_call
 
     runner = sub.prepare(Context(out, options, in_fleet=True), namespace)
     results = fleet_call(

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from ..transports.domain import BACKENDS
+
 __all__ = ["SHELLS", "Words", "render"]
 
 SHELLS: Final = ("bash", "zsh")
@@ -86,7 +88,7 @@ _qga() {
     case $prev in
         -c|--connect|--timeout) return ;;
         --socket) mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
-        --backend) _qga_reply "auto libvirt socket" "$cur"; return ;;
+        --backend) _qga_reply %(backends)s "$cur"; return ;;
         -d|--domain) _qga_reply "$(_qga_domains "$uri")" "$cur"; return ;;
     esac
     if [[ -z $command ]]; then
@@ -163,7 +165,7 @@ _qga() {
     case ${words[CURRENT-1]} in
         -c|--connect|--timeout) _message 'value'; return ;;
         --socket) _files; return ;;
-        --backend) compadd auto libvirt socket; return ;;
+        --backend) compadd %(backends)s; return ;;
         -d|--domain) _qga_domains "$uri"; return ;;
     esac
     if [[ -z $command ]]; then
@@ -216,6 +218,7 @@ def _bash(words: Words) -> str:
         "host": shlex.quote(_names(words.host_commands)),
         "agent": shlex.quote(_names(words.agent_commands)),
         "global": shlex.quote(" ".join(words.global_options)),
+        "backends": shlex.quote(" ".join(BACKENDS)),
     }
 
 
@@ -225,4 +228,5 @@ def _zsh(words: Words) -> str:
         "host_described": _described(words.host_commands),
         "agent_described": _described(words.agent_commands),
         "global": " ".join(shlex.quote(option) for option in words.global_options),
+        "backends": " ".join(BACKENDS),
     }

@@ -24,7 +24,7 @@ from ..errors import (
     TransferError,
 )
 
-__all__ = ["EXIT_CODES", "exit_code_for"]
+__all__ = ["EXIT_CODES", "exit_code_for", "exit_code_of_process"]
 
 OK: Final = 0
 FAILURE: Final = 1
@@ -76,6 +76,16 @@ EXIT_CODES: Final[tuple[tuple[str, str], ...]] = (
     ("the command's", "`exec`, `shell`, `freeze`: the command's own exit status"),
 )
 """(code, meaning) rows, for ``--help`` and docs/cli.md."""
+
+
+def exit_code_of_process(exitcode: int | None, signal: int | None) -> int:
+    """qga's exit code for a guest process that ended: its own, 128 + the signal that
+    killed it, or FAILURE when the agent said neither."""
+    if exitcode is not None:
+        return exitcode
+    if signal is not None:
+        return SIGNAL_BASE + signal
+    return FAILURE
 
 
 def exit_code_for(error: BaseException) -> int:

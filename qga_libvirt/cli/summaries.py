@@ -42,12 +42,7 @@ def exec_status_outcome(status: ExecStatus) -> Outcome:
     status as qga's; ``running`` while it runs."""
     if not status.exited:
         return Outcome(status, text=["running"], summary="running")
-    if status.exitcode is not None:
-        code = status.exitcode
-    elif status.signal is not None:
-        code = exits.SIGNAL_BASE + status.signal
-    else:
-        code = exits.FAILURE
+    code = exits.exit_code_of_process(status.exitcode, status.signal)
     cut = [
         f"warning: the process's {stream} was cut by the agent"
         for stream, truncated in (
