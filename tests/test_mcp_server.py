@@ -133,8 +133,7 @@ async def test_every_inventory_tool_answers_or_says_why(host_agent: HostAgent) -
                 # commands this agent lacks (its version or its OS) or disables, or a reply
                 # too large for a model (this host's memory blocks): the message says why
                 allowed = (
-                    "needs qemu-guest-agent|exists only on|refused on .*(upgrade|disabled)"
-                    "|disabled|no arguments to ask for less: ask"
+                    "needs qemu-guest-agent .* or newer|disabled|no arguments to ask for less: ask"
                 )
                 assert re.search(allowed, text(result)), spec.name
             else:
@@ -211,7 +210,7 @@ async def test_a_crash_is_an_error_without_its_message_or_trace(
     async with connected(host_agent) as client:
         result = await client.call_tool("get_time", {"domain": "host"})
     assert result.is_error
-    assert text(result) == "get_time failed inside qga-mcp (RuntimeError); see its log"
+    assert text(result) == "get_time failed inside qga-mcp (an internal error, in its log)"
     assert detail not in caplog.text
     assert "in explode" in caplog.text  # where it happened is logged
 
@@ -256,7 +255,9 @@ async def test_read_file_pages_through_a_file_without_splitting_characters(
     assert page["size"] == len(content.encode())
     assert not page["replaced"]
     assert seen
-    assert all(total == 100 for _, total in seen)
+    # the bytes each page reads: a page, or what is left of the file
+    assert seen[0][1] == 100
+    assert all(total is not None and 0 < total <= 100 for _, total in seen)
 
 
 async def test_read_file_in_base64_and_bad_bytes_in_text(

@@ -22,8 +22,9 @@ with its summary and facts from :mod:`qga_libvirt.commands`.
 
 from __future__ import annotations
 
+from ..messages import GUEST_NOTE
 from . import credentials, files, freeze, inventory, power, raw, run  # noqa: F401 - registers
-from .base import CATALOGUE, GUEST_NOTE, DomainArg, Result, ToolSpec, catalogue, tool
+from .base import CATALOGUE, DomainArg, Result, ToolSpec, catalogue, tool
 from .credentials import ssh_public_key
 
 __all__ = [
