@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from qga_libvirt.commands import by_wire_name
@@ -55,6 +55,12 @@ class Site:
     domain: str | None = None
     arguments: Collection[str] = ()
     """The tool's argument names, ``domain`` left out."""
+    commands: Mapping[str, str] = field(default_factory=dict)
+    """The agent commands that have a tool of their own, by wire name: the tool's name."""
+
+    def command(self, wire: str) -> str:
+        """An agent command as the model knows it: its tool, else what it is."""
+        return self.commands.get(wire) or f"the agent's {wire.removeprefix('guest-')} command"
 
     @property
     def on(self) -> str:
@@ -176,8 +182,10 @@ def hint_text(site: Site, error: GuestAgentError) -> str | None:
 
 # --- messages -------------------------------------------------------------------------
 
-# A wire name, not inside a path or a longer name (qemu-guest-agent, /tmp/guest-x).
+# A wire name, not inside a path or a longer name (qemu-guest-agent, /tmp/guest-x): said
+# as its tool, or as what it is; one in parentheses is an aside ("a POSIX shell (guest-exec)").
 _WIRE: Final = re.compile(r"(?<![\w./-])guest-[a-z0-9-]+")
+_WIRE_ASIDE: Final = re.compile(r"\s*\(guest-[a-z0-9-]+\)")
 # What an operator types at a shell, quoted in a library message: "(virsh edit web1)",
 # "; virsh destroy forces it off".
 _SHELL: Final = re.compile(r"\s*\((?:virsh|qga) [^)]*\)|;\s*virsh [^;.\]]*")
@@ -241,9 +249,28 @@ def _reworded(site: Site, error: GuestAgentError) -> str:
     message = error.message
     cause = error.__cause__
     if isinstance(cause, GuestAgentError) and str(cause) in message:
-        # An error that reports another quotes it with its Python hint: reword it too.
-        message = message.replace(str(cause), _reworded(site, cause))
-    return _WIRE.sub(site.tool, _SHELL.sub("", message))
+        # An error that reports another quotes it whole, Python hint included (and, for
+        # the agent's error, the agent's words): reword it, or point to the fence.
+        said = _BELOW if _agent_error(cause) else _reworded(site, cause)
+        message = message.replace(str(cause), said)
+    agent = _agent_error(error)
+    if agent is not None and len(agent.desc.strip()) >= 3:
+        message = message.replace(agent.desc, "its words below")  # fenced, below
+    message = _WIRE_ASIDE.sub("", _SHELL.sub("", message))
+    return _WIRE.sub(lambda found: site.command(found.group(0)), message)
+
+
+_BELOW: Final = "the agent's error, below"
+
+
+def _agent_error(error: BaseException) -> AgentCommandError | None:
+    """The agent's error ``error`` is or reports, if any."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, AgentCommandError):
+            return cause
+        cause = cause.__cause__
+    return None
 
 
 def _missing(error: AgentCommandError) -> str:
@@ -270,25 +297,27 @@ def _refusal(error: AgentCommandError) -> str | None:
 
 
 def _agent_text(site: Site, error: GuestAgentError, agent: AgentCommandError) -> str:
-    """The server's words for an agent's error; the agent's words (guest text: its class
-    and description) only inside a fence."""
-    refusal = _refusal(agent)
-    head = f"{site.tool} refused{site.on}: {refusal}" if refusal else f"{site.tool} failed{site.on}"
-    hint = hint_text(site, error) if error is not agent else None
-    if hint:
-        head += f"; {hint}"
+    """The server's words for an agent's error, or for an error that reports one (what
+    the server says of it, then the remedy); the agent's words (guest text: its class and
+    description) only inside a fence."""
+    if error is agent:
+        refusal = _refusal(agent)
+        head = f"{site.tool} {'refused' if refusal else 'failed'}{site.on}"
+        head += f": {refusal}" if refusal else ""
+    else:
+        head = _reworded(site, error)
+        hint = hint_text(site, error)
+        head += f"; {hint}" if hint else ""
     words = f"{agent.error_class}: {agent.desc}"[:MAX_ERROR_CHARS]
-    return f"{head}. The agent's words follow.\n{GUEST_NOTE}\n{fence('guest-error', words)}"
+    return f"{clean(head)}. The agent's words follow.\n{GUEST_NOTE}\n{fence('guest-error', words)}"
 
 
 def error_text(site: Site, error: GuestAgentError) -> str:
     """A library error as a tool result's text: what went wrong and what to do, in terms
     of this server's tools; anything the guest said fenced."""
-    cause: BaseException | None = error
-    while cause is not None:
-        if isinstance(cause, AgentCommandError):
-            return _agent_text(site, error, cause)
-        cause = cause.__cause__
+    agent = _agent_error(error)
+    if agent is not None:
+        return _agent_text(site, error, agent)
     text = _reworded(site, error)
     hint = hint_text(site, error)
     if hint:

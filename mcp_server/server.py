@@ -52,7 +52,7 @@ from mcp.server.mcpserver.tools import Tool
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import CallToolResult, TextContent
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -65,7 +65,7 @@ from .config import Config, ConfigError
 from .messages import Site, error_text
 from .policy import PolicyError, clean, clean_data
 from .runtime import Call, Progress, Runtime
-from .tools import Result, ToolSpec, catalogue
+from .tools import Result, ToolSpec, catalogue, command_tools
 
 __all__ = ["build_server", "http_app", "serve"]
 
@@ -107,7 +107,10 @@ def _error(text: str) -> CallToolResult:
 def site(spec: ToolSpec, domain: str | None) -> Site:
     """Where an error of ``spec`` on ``domain`` is reported (see :mod:`.messages`)."""
     arguments = [p.name for p in spec.parameters() if p.name != "domain"]
-    return Site(spec.name, domain, arguments)
+    return Site(spec.name, domain, arguments, _COMMAND_TOOLS)
+
+
+_COMMAND_TOOLS = command_tools()
 
 
 def _reporter(ctx: Context[Any, Any]) -> Progress:
@@ -373,7 +376,8 @@ def _untitled(schema: Any) -> Any:
 
 class StrictTool(Tool):
     """A tool that refuses arguments it does not have (the SDK would drop them silently),
-    and says which it has."""
+    and says which it has; invalid arguments are said in MCP terms (the SDK would show
+    pydantic's report, with the values given and a link to its documentation)."""
 
     async def run(
         self, arguments: dict[str, Any], context: Context[Any, Any], convert_result: bool = False
@@ -382,10 +386,28 @@ class StrictTool(Tool):
         unknown = sorted(set(arguments) - known)
         if unknown:
             raise ToolError(
-                f"{self.name} has no argument(s) {', '.join(map(json.dumps, unknown))}: its "
-                f"arguments are {', '.join(sorted(known)) or '(none)'}"
+                f"{self.name} does not take {', '.join(map(json.dumps, unknown))}: its "
+                f"arguments are {', '.join(sorted(known)) or 'none'}"
             )
+        try:
+            self.fn_metadata.validate_arguments(arguments)
+        except ValidationError as exc:
+            raise ToolError(f"{self.name}: {invalid_arguments(exc)}") from None
         return await super().run(arguments, context, convert_result)
+
+
+def invalid_arguments(error: ValidationError) -> str:
+    """What is wrong with a call's arguments: where (the argument, the item) and why;
+    never the value given (it may be a secret)."""
+    said = []
+    for found in error.errors(include_url=False, include_input=False):
+        where = [str(found["loc"][0])] if found["loc"] else []
+        where += [
+            f"item {part}" if isinstance(part, int) else str(part) for part in found["loc"][1:]
+        ]
+        why = str(found["msg"]).removeprefix("Value error, ")
+        said.append(f"argument {', '.join(where)}: {why}" if where else why)
+    return "; ".join(said)
 
 
 def make_tool(runtime: Runtime, spec: ToolSpec) -> Tool:

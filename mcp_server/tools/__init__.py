@@ -26,6 +26,7 @@ from ..messages import GUEST_NOTE
 from . import credentials, files, freeze, inventory, power, raw, run  # noqa: F401 - registers
 from .base import CATALOGUE, DomainArg, Result, ToolSpec, catalogue, tool
 from .credentials import ssh_public_key
+from .inventory import command_tools
 
 __all__ = [
     "CATALOGUE",
@@ -34,6 +35,7 @@ __all__ = [
     "Result",
     "ToolSpec",
     "catalogue",
+    "command_tools",
     "ssh_public_key",
     "tool",
 ]

@@ -274,3 +274,13 @@ def _derive(command: Command[Any, Any]) -> ToolSpec:
 
 
 CATALOGUE.extend(_derive(command) for command in _inventory_commands())
+
+
+def command_tools() -> dict[str, str]:
+    """The agent commands that have a tool of their own, by wire name: the tool's name."""
+    names = {spec.name for spec in CATALOGUE}
+    return {
+        command.wire: name
+        for command in all_commands()
+        if (name := _NAMES.get(command.method, command.method)) in names
+    }
