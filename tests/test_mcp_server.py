@@ -255,9 +255,7 @@ async def test_read_file_pages_through_a_file_without_splitting_characters(
     assert page["size"] == len(content.encode())
     assert not page["replaced"]
     assert seen
-    # the bytes each page reads: a page, or what is left of the file
-    assert seen[0][1] == 100
-    assert all(total is not None and 0 < total <= 100 for _, total in seen)
+    assert all(total == 100 for _, total in seen)
 
 
 async def test_read_file_in_base64_and_bad_bytes_in_text(
@@ -495,3 +493,20 @@ async def test_one_audit_line_per_call(
     assert re.fullmatch(r'tool=get_hostname domain="host" outcome=ok duration_ms=\d+', lines[0])
     assert lines[1].startswith('tool=get_hostname domain="web\\nforged=1" outcome=denied')
     assert lines[2].startswith("tool=list_domains domain=- outcome=ok")
+
+
+async def test_read_file_of_a_file_whose_size_says_zero(host_agent: HostAgent) -> None:
+    """/proc files seek to 0 at their end and have content all the same."""
+    options = {"enable": ["files-read"], "read_path": ["/proc"]}
+    async with connected(host_agent, **options) as client:
+        page = structured(
+            await client.call_tool("read_file", {"domain": "host", "path": "/proc/version"})
+        )
+        tail = structured(
+            await client.call_tool(
+                "read_file", {"domain": "host", "path": "/proc/version", "tail": True}
+            )
+        )
+    assert page["content"] == Path("/proc/version").read_text()
+    assert page["size"] == 0
+    assert tail["content"] == page["content"]

@@ -155,7 +155,8 @@ class FileOps(Commands):
         """Up to ``length`` bytes of a guest file from ``offset``, or its last ``length``
         bytes (``from_end``): a page of a file too large to take whole.
 
-        ``progress`` is called with (bytes done, bytes to read).
+        ``progress`` is called with (bytes done, ``length``). A file whose size says 0
+        (in /proc, /sys) is read all the same, up to ``length``.
 
         Raises: as :meth:`read_file`; GuestAgentError: ``from_end`` on a file that has
             no size (a pipe, a device).
@@ -174,8 +175,8 @@ class FileOps(Commands):
                 offset = max(0, size - length)
             if size is not None or offset:
                 self.file_seek(handle, offset, SeekWhence.SET)
-            want = length if size is None else max(0, min(length, size - offset))
-            data = b"".join(self._read_on(handle, path, want, want, progress))
+            # Not bounded by the size: files in /proc and /sys say 0 and have more.
+            data = b"".join(self._read_on(handle, path, length, length, progress))
         finally:
             self._close_quietly(handle)
         eof = len(data) < length or (size is not None and offset + len(data) >= size)
