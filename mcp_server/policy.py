@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import json
 import secrets
 import shlex
 import unicodedata
@@ -211,12 +212,14 @@ def guest_path(path: str) -> str:
         PolicyError: the path is relative, has a ``..`` component or a NUL byte.
     """
     if "\0" in path:
-        raise PolicyError(f"the path {path!r} has a NUL byte")
+        raise PolicyError(f"the path {json.dumps(path)} has a NUL byte")
     if not path.startswith("/"):
-        raise PolicyError(f"the path {path!r} is not absolute: give the full path from /")
+        raise PolicyError(f"the path {json.dumps(path)} is not absolute: give the full path from /")
     parts = [part for part in path.split("/") if part not in ("", ".")]
     if ".." in parts:
-        raise PolicyError(f"the path {path!r} has a '..' component: give the path without it")
+        raise PolicyError(
+            f"the path {json.dumps(path)} has a '..' component: give the path without it"
+        )
     return "/" + "/".join(parts)
 
 
@@ -289,7 +292,7 @@ class Policy:
         why = _bad_program(argv[0])
         if why:
             raise PolicyError(
-                f"argv[0] {argv[0]!r} may not be run: {why}; give the program's absolute "
+                f"argv[0] {json.dumps(argv[0])} may not be run: {why}; give the program's absolute "
                 "path, as this server's allow-list names it"
             )
         if not any(rule.matches(argv) for rule in self.exec_rules):

@@ -27,6 +27,7 @@ import contextlib
 import functools
 import hmac
 import inspect
+import json
 import logging
 import os
 import shlex
@@ -50,33 +51,27 @@ from mcp.server.mcpserver.tools import Tool
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import CallToolResult, TextContent
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from qga_libvirt import AgentCommandError, GuestAgentError
+from qga_libvirt import GuestAgentError
 from qga_libvirt import models as library_models
-from qga_libvirt.errors import (
-    CommandDisabledError,
-    CommandNotFoundError,
-    GuestFrozenError,
-    ProtocolError,
-)
 from qga_libvirt.metadata import installed_version
 from qga_libvirt.models import OpenEnum
 
 from .audit import AuditRecord
 from .config import Config, ConfigError
-from .policy import PolicyError, clean, clean_data, fence
+from .messages import Site, error_text
+from .policy import PolicyError, clean, clean_data
 from .runtime import Call, ProgressReporter, Runtime
-from .tools import GUEST_NOTE, Result, ToolSpec, catalogue
+from .tools import Result, ToolSpec, catalogue, command_tools
 
 __all__ = ["build_server", "http_app", "serve"]
 
 log = logging.getLogger("qga_mcp")
 
 HEARTBEAT_SECONDS = 1.0
-_MAX_ERROR_CHARS = 4000
 _LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
 _LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
 
@@ -106,43 +101,13 @@ def _error(text: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
 
 
-_AGENT_REFUSALS: tuple[tuple[type[AgentCommandError], str], ...] = (
-    (GuestFrozenError, "the guest's filesystems are frozen: call fsfreeze_thaw first"),
-    (
-        CommandDisabledError,
-        "the agent in the guest has this command disabled; agent_info lists what it runs",
-    ),
-    (
-        CommandNotFoundError,
-        "this agent's version does not have it; upgrade qemu-guest-agent in the guest "
-        "(agent_info shows its version)",
-    ),
-)
+def site(spec: ToolSpec, domain: str | None) -> Site:
+    """Where an error of ``spec`` on ``domain`` is reported (see :mod:`.messages`)."""
+    arguments = [p.name for p in spec.parameters() if p.name != "domain"]
+    return Site(spec.name, domain, arguments, _COMMAND_TOOLS)
 
 
-def _agent_error_text(tool: str, domain: str | None, exc: AgentCommandError) -> str:
-    """The server's own words for an agent's error; the agent's words (guest text:
-    its class and description) only inside a fence."""
-    where = f" on {domain}" if domain else ""
-    hint = next((hint for cls, hint in _AGENT_REFUSALS if isinstance(exc, cls)), None)
-    head = f"{tool} refused{where}: {hint}" if hint else f"{tool} failed{where}"
-    words = f"{exc.error_class}: {exc.desc}"[:_MAX_ERROR_CHARS]
-    return f"{head}. The agent's words follow.\n{GUEST_NOTE}\n{fence('guest-error', words)}"
-
-
-def _error_text(tool: str, domain: str | None, exc: GuestAgentError) -> str:
-    """The library's message, with any agent's words (guest text) only inside a fence."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, AgentCommandError):
-            return _agent_error_text(tool, domain, cause)
-        cause = cause.__cause__
-    text = str(exc)
-    if len(text) > _MAX_ERROR_CHARS:
-        text = text[:_MAX_ERROR_CHARS] + " [...]"
-    if isinstance(exc, ProtocolError):  # it may quote what the guest sent
-        return f"{tool} failed: the agent's reply broke the protocol\n" + fence("guest-error", text)
-    return clean(text)
+_COMMAND_TOOLS = command_tools()
 
 
 def _reporter(ctx: Context[Any, Any]) -> ProgressReporter:
@@ -313,7 +278,7 @@ async def invoke(
         return _error(str(exc))
     except GuestAgentError as exc:
         record.outcome, record.error = "error", type(exc).__name__
-        return _error(_error_text(spec.name, domain, exc))
+        return _error(error_text(site(spec, domain), exc))
     except anyio.get_cancelled_exc_class():
         # notifications/cancelled: the body stops waiting, kills what it started.
         cancelled.set()
@@ -328,7 +293,7 @@ async def invoke(
             type(exc).__name__,
             "".join(traceback.format_tb(exc.__traceback__)),
         )
-        return _error(f"{spec.name} failed inside qga-mcp ({type(exc).__name__}); see its log")
+        return _error(f"{spec.name} failed inside qga-mcp (an internal error, in its log)")
     finally:
         record.duration_ms = round((time.monotonic() - started) * 1000, 1)
         runtime.audit.write(record)
@@ -408,7 +373,8 @@ def _untitled(schema: Any) -> Any:
 
 class StrictTool(Tool):
     """A tool that refuses arguments it does not have (the SDK would drop them silently),
-    and says which it has."""
+    and says which it has; invalid arguments are said in MCP terms (the SDK would show
+    pydantic's report, with the values given and a link to its documentation)."""
 
     async def run(
         self, arguments: dict[str, Any], context: Context[Any, Any], convert_result: bool = False
@@ -417,10 +383,28 @@ class StrictTool(Tool):
         unknown = sorted(set(arguments) - known)
         if unknown:
             raise ToolError(
-                f"{self.name} has no argument(s) {', '.join(map(repr, unknown))}: its "
-                f"arguments are {', '.join(sorted(known)) or '(none)'}"
+                f"{self.name} does not take {', '.join(map(json.dumps, unknown))}: its "
+                f"arguments are {', '.join(sorted(known)) or 'none'}"
             )
+        try:
+            self.fn_metadata.validate_arguments(arguments)
+        except ValidationError as exc:
+            raise ToolError(f"{self.name}: {invalid_arguments(exc)}") from None
         return await super().run(arguments, context, convert_result)
+
+
+def invalid_arguments(error: ValidationError) -> str:
+    """What is wrong with a call's arguments: where (the argument, the item) and why;
+    never the value given (it may be a secret)."""
+    said = []
+    for found in error.errors(include_url=False, include_input=False):
+        where = [str(found["loc"][0])] if found["loc"] else []
+        where += [
+            f"item {part}" if isinstance(part, int) else str(part) for part in found["loc"][1:]
+        ]
+        why = str(found["msg"]).removeprefix("Value error, ")
+        said.append(f"argument {', '.join(where)}: {why}" if where else why)
+    return "; ".join(said)
 
 
 def make_tool(runtime: Runtime, spec: ToolSpec) -> Tool:

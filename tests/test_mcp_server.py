@@ -133,8 +133,7 @@ async def test_every_inventory_tool_answers_or_says_why(host_agent: HostAgent) -
                 # commands this agent lacks (its version or its OS) or disables, or a reply
                 # too large for a model (this host's memory blocks): the message says why
                 allowed = (
-                    "needs qemu-guest-agent|exists only on|refused on .*(upgrade|disabled)"
-                    "|disabled|no arguments to ask for less: ask"
+                    "needs qemu-guest-agent .* or newer|disabled|no arguments to ask for less: ask"
                 )
                 assert re.search(allowed, text(result)), spec.name
             else:
@@ -211,7 +210,7 @@ async def test_a_crash_is_an_error_without_its_message_or_trace(
     async with connected(host_agent) as client:
         result = await client.call_tool("get_time", {"domain": "host"})
     assert result.is_error
-    assert text(result) == "get_time failed inside qga-mcp (RuntimeError); see its log"
+    assert text(result) == "get_time failed inside qga-mcp (an internal error, in its log)"
     assert detail not in caplog.text
     assert "in explode" in caplog.text  # where it happened is logged
 
@@ -464,7 +463,7 @@ async def test_ssh_key_lines_cannot_smuggle_extra_lines(host_agent: HostAgent) -
             "ssh_authorized_keys_add", {"domain": "host", "username": "nobody", "keys": [key]}
         )
     assert result.is_error
-    assert "keys.0" in text(result)
+    assert text(result).startswith("ssh_authorized_keys_add: argument keys, item 0: ")
 
 
 async def test_raw_command_and_its_cap(host_agent: HostAgent) -> None:
@@ -494,3 +493,20 @@ async def test_one_audit_line_per_call(
     assert re.fullmatch(r'tool=get_hostname domain="host" outcome=ok duration_ms=\d+', lines[0])
     assert lines[1].startswith('tool=get_hostname domain="web\\nforged=1" outcome=denied')
     assert lines[2].startswith("tool=list_domains domain=- outcome=ok")
+
+
+async def test_read_file_of_a_file_whose_size_says_zero(host_agent: HostAgent) -> None:
+    """/proc files seek to 0 at their end and have content all the same."""
+    options = {"enable": ["files-read"], "read_path": ["/proc"]}
+    async with connected(host_agent, **options) as client:
+        page = structured(
+            await client.call_tool("read_file", {"domain": "host", "path": "/proc/version"})
+        )
+        tail = structured(
+            await client.call_tool(
+                "read_file", {"domain": "host", "path": "/proc/version", "tail": True}
+            )
+        )
+    assert page["content"] == Path("/proc/version").read_text()
+    assert page["size"] == 0
+    assert tail["content"] == page["content"]

@@ -106,8 +106,8 @@ async def test_exec_on_the_allowed_domain_only(lab: Lab) -> None:
 @pytest.mark.parametrize(
     ("kind", "message"),
     [
-        ("none", "has no guest agent channel: add <channel"),
-        ("off", "is shut off: start it first"),
+        ("none", "has no guest agent channel, so no tool can reach inside it; the operator"),
+        ("off", "is shut off: this server cannot start or resume a domain; ask the operator"),
         ("never", "is not connected: qemu-guest-agent is not running in the guest"),
         ("missing", "does not exist or is not one this server may touch"),
     ],

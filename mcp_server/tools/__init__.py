@@ -22,9 +22,11 @@ with its summary and facts from :mod:`qga_libvirt.commands`.
 
 from __future__ import annotations
 
+from ..messages import GUEST_NOTE
 from . import credentials, files, freeze, inventory, power, raw, run  # noqa: F401 - registers
-from .base import CATALOGUE, GUEST_NOTE, DomainArg, Result, ToolSpec, catalogue, tool
+from .base import CATALOGUE, DomainArg, Result, ToolSpec, catalogue, tool
 from .credentials import ssh_public_key
+from .inventory import command_tools
 
 __all__ = [
     "CATALOGUE",
@@ -33,6 +35,7 @@ __all__ = [
     "Result",
     "ToolSpec",
     "catalogue",
+    "command_tools",
     "ssh_public_key",
     "tool",
 ]

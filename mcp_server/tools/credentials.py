@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from typing import Annotated, ClassVar
 
 from pydantic import (
@@ -142,31 +143,22 @@ def ssh_authorized_keys_get(call: Call, username: Username) -> AuthorizedKeys:
     return checked(call, AuthorizedKeys(domain=call.domain, username=username, keys=keys))
 
 
-@tool(
-    Group.CREDENTIALS,
-    title="Add SSH keys",
-    read_only=False,
-    destructive=True,
-    idempotent=True,
+SshKeys = Annotated[list[SshKey], Field(min_length=1)]
+keys_tool = functools.partial(
+    tool, Group.CREDENTIALS, read_only=False, destructive=True, idempotent=True
 )
-def ssh_authorized_keys_add(
-    call: Call, username: Username, keys: Annotated[list[SshKey], Field(min_length=1)]
-) -> KeysChanged:
+"""Declares a tool that adds or removes keys: destructive (it changes who may log in)."""
+
+
+@keys_tool(title="Add SSH keys")
+def ssh_authorized_keys_add(call: Call, username: Username, keys: SshKeys) -> KeysChanged:
     """Add public keys to a guest user's authorized_keys (keys already there stay once)."""
     call.agent.ssh_add_authorized_keys(username, keys)
     return KeysChanged(domain=call.domain, username=username, added=len(keys))
 
 
-@tool(
-    Group.CREDENTIALS,
-    title="Remove SSH keys",
-    read_only=False,
-    destructive=True,
-    idempotent=True,
-)
-def ssh_authorized_keys_remove(
-    call: Call, username: Username, keys: Annotated[list[SshKey], Field(min_length=1)]
-) -> KeysChanged:
+@keys_tool(title="Remove SSH keys")
+def ssh_authorized_keys_remove(call: Call, username: Username, keys: SshKeys) -> KeysChanged:
     """Remove public keys from a guest user's authorized_keys (absent ones are no error)."""
     call.agent.ssh_remove_authorized_keys(username, keys)
     return KeysChanged(domain=call.domain, username=username, removed=len(keys))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import json
 import re
 from collections.abc import Callable
@@ -16,8 +15,7 @@ from pydantic import (
     Field,
 )
 
-from qga_libvirt import AgentCommandError, GuestAgentError
-from qga_libvirt.models import SeekWhence
+from qga_libvirt import GuestAgentError
 
 from ..config import Group
 from ..policy import PolicyError, utf8_prefix
@@ -57,7 +55,7 @@ class FilePage(DomainResult):
 
     def summary(self) -> str:
         size = "" if self.size is None else f" ({self.size} bytes)"
-        what = f"lines matching grep={self.grep!r} in " if self.grep else ""
+        what = f"lines matching grep={json.dumps(self.grep)} in " if self.grep else ""
         head = (
             f"{self.path} on {self.domain}{size}: {what}bytes {self.offset}-"
             f"{self.offset + self.length} as {self.encoding}"
@@ -98,11 +96,12 @@ def _resolve_path(call: Call, path: str, check: Callable[[str], str]) -> str:
         return normal
     try:
         run = call.agent.run(["/bin/sh", "-c", _REALPATH, "realpath", normal], timeout=10)
-    except GuestAgentError as exc:
+    except GuestAgentError:
         raise PolicyError(
             f"{normal} cannot be checked: the guest's real path of it is needed (symlinks) "
-            f"and realpath could not run in the guest ({type(exc).__name__}); the operator "
-            "can allow guest-exec in the agent, or turn off --resolve-symlinks"
+            "and realpath could not run in the guest (its agent refused to run it, or did "
+            "not answer); the operator can let the agent run commands, or turn off "
+            "--resolve-symlinks"
         ) from None
     real = run.stdout.decode("utf-8", errors="replace").rstrip("\n")
     if run.exitcode != 0 or not real.startswith("/") or "\n" in real:
@@ -122,37 +121,18 @@ def _resolve_path(call: Call, path: str, check: Callable[[str], str]) -> str:
 
 
 def _read_range(
-    call: Call, path: str, offset: int, length: int | None, tail: bool
+    call: Call, path: str, offset: int, length: int, tail: bool
 ) -> tuple[bytes, int, int | None, bool]:
-    """(data, where it starts, file size or None, end of file reached); ``length`` None
-    reads to the end (a grep scan, bounded by the caller)."""
-    agent = call.agent
-    handle = agent.file_open(path, "rb")
-    try:
-        try:
-            size: int | None = agent.file_seek(handle, 0, SeekWhence.END).position
-        except AgentCommandError:  # not seekable (a pipe, a device): no size
-            size = None
-        if tail:
-            if size is None:
-                raise PolicyError(f"{path} has no size (a pipe or device): tail cannot work")
-            offset = max(0, size - (length or 0))
-        agent.file_seek(handle, offset, SeekWhence.SET)
-        parts: list[bytes] = []
-        done, eof = 0, False
-        want = length if length is not None else GREP_SCAN_BYTES
-        while done < want and not eof:
-            read = agent.file_read(handle, min(agent.read_chunk, want - done))
-            parts.append(read.data)
-            done += read.count
-            eof = read.eof or not read.count
-            call.progress(done, want, None)
-    finally:
-        with contextlib.suppress(GuestAgentError):  # the page is read: a failed close is moot
-            agent.file_close(handle)
-    if size is not None:
-        eof = eof or offset + done >= size
-    return b"".join(parts), offset, size, eof
+    """(data, where it starts, file size or None, end of file reached): a page read by
+    the library, ``length`` bytes from ``offset`` (or the last ones, ``tail``)."""
+    part = call.agent.read_part(
+        path,
+        length,
+        offset=offset,
+        from_end=tail,
+        progress=lambda done, total: call.progress(done, total, None),
+    )
+    return part.data, part.offset, part.size, part.eof
 
 
 GREP_SCAN_BYTES = 16 << 20
@@ -160,7 +140,7 @@ GREP_SCAN_BYTES = 16 << 20
 
 
 def _grep_page(call: Call, path: str, offset: int, pattern: re.Pattern[str], grep: str) -> FilePage:
-    data, start, size, eof = _read_range(call, path, offset, None, False)
+    data, start, size, eof = _read_range(call, path, offset, GREP_SCAN_BYTES, False)
     cap = share(call, 1)
     kept: list[str] = []
     used, scanned = 0, 0

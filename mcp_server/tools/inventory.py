@@ -21,6 +21,7 @@ from qga_libvirt.commands import Command, Commands, all_commands
 from qga_libvirt.discovery import AgentChannel, open_connection
 from qga_libvirt.discovery import list_domains as libvirt_domains
 
+from ..messages import Site, error_text
 from ..policy import PolicyError
 from ..runtime import Call
 from .base import (
@@ -115,7 +116,8 @@ def list_domains(
         try:
             infos = libvirt_domains(open_connection(uri))
         except GuestAgentError as exc:
-            hypervisors.append(HypervisorEntry(name=name, uri=uri, error=str(exc)))
+            why = error_text(Site("list_domains", None, ["hypervisor"]), exc)
+            hypervisors.append(HypervisorEntry(name=name, uri=uri, error=why))
             continue
         hypervisors.append(HypervisorEntry(name=name, uri=uri))
         domains += [
@@ -272,3 +274,13 @@ def _derive(command: Command[Any, Any]) -> ToolSpec:
 
 
 CATALOGUE.extend(_derive(command) for command in _inventory_commands())
+
+
+def command_tools() -> dict[str, str]:
+    """The agent commands that have a tool of their own, by wire name: the tool's name."""
+    names = {spec.name for spec in CATALOGUE}
+    return {
+        command.wire: name
+        for command in all_commands()
+        if (name := _NAMES.get(command.method, command.method)) in names
+    }

@@ -27,6 +27,7 @@ import os
 import secrets
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
@@ -35,7 +36,7 @@ from ..errors import AgentCommandError, GuestAgentError, Hint, Remedy, TransferE
 from ..models import SeekWhence
 from .base import AgentBase
 
-__all__ = ["DEFAULT_MODE", "READ_CHUNK", "WRITE_CHUNK", "FileOps", "Progress"]
+__all__ = ["DEFAULT_MODE", "READ_CHUNK", "WRITE_CHUNK", "FileOps", "FilePart", "Progress"]
 
 DEFAULT_MODE: Final = 0o644
 """Mode of a new guest file written atomically, when no ``mode=`` is given."""
@@ -69,6 +70,23 @@ WRITE_CHUNK: Final = 2 << 20
 Measured: the agent's JSON parser sets the pace whatever the size; the client's CPU per
 MiB is lowest at 1-2 MiB and grows from 3 MiB on."""
 _ENVELOPE: Final = 256  # JSON around the base64 payload: command, handle, count, id
+
+
+@dataclass(frozen=True)
+class FilePart:
+    """A part of a guest file (:meth:`FileOps.read_part`).
+
+    Attributes:
+        data: the bytes read.
+        offset: where they start in the file.
+        size: the file's size; None when it cannot seek (a pipe, a device).
+        eof: ``data`` reaches the end of the file.
+    """
+
+    data: bytes
+    offset: int
+    size: int | None
+    eof: bool
 
 
 def _fit(limit: int | None, default: int) -> int:
@@ -107,27 +125,81 @@ class FileOps(AgentBase):
 
         Raises: as :meth:`read_file`.
         """
-        where = self.transport.target
         handle = self.file_open(path, "rb")
-        done, total = 0, None
         try:
+            total = None
             if progress is not None:
                 total = self._size(handle)
-            chunk = self.read_chunk
-            while True:
-                try:
-                    read = self.file_read(handle, chunk)
-                except GuestAgentError as exc:
-                    raise _partial("reading", path, done, total, where, exc) from exc
-                done += read.count
-                if read.count:
-                    yield read.data
-                if progress is not None:
-                    progress(done, total)
-                if read.eof or not read.count:
-                    return
+                if total is not None:
+                    self.file_seek(handle, 0, SeekWhence.SET)
+            yield from self._read_on(handle, path, None, total, progress)
         finally:
             self._close_quietly(handle)
+
+    def read_part(
+        self,
+        path: str,
+        length: int,
+        *,
+        offset: int = 0,
+        from_end: bool = False,
+        progress: Progress | None = None,
+    ) -> FilePart:
+        """Up to ``length`` bytes of a guest file from ``offset``, or its last ``length``
+        bytes (``from_end``): a page of a file too large to take whole.
+
+        ``progress`` is called with (bytes done, ``length``). A file whose size says 0
+        (in /proc, /sys) is read all the same, up to ``length``.
+
+        Raises: as :meth:`read_file`; GuestAgentError: ``from_end`` on a file that has
+            no size (a pipe, a device).
+        """
+        handle = self.file_open(path, "rb")
+        try:
+            size = self._size(handle)
+            if from_end:
+                if size is None:
+                    raise GuestAgentError(
+                        f"{path} on {self.transport.target} has no size (a pipe or a "
+                        "device), so it cannot be read from its end",
+                        target=self.transport.target,
+                        is_unreachable=False,
+                    )
+                offset = max(0, size - length)
+            if size is not None or offset:
+                self.file_seek(handle, offset, SeekWhence.SET)
+            # Not bounded by the size: files in /proc and /sys say 0 and have more.
+            data = b"".join(self._read_on(handle, path, length, length, progress))
+        finally:
+            self._close_quietly(handle)
+        eof = len(data) < length or (size is not None and offset + len(data) >= size)
+        return FilePart(data=data, offset=offset, size=size, eof=eof)
+
+    def _read_on(
+        self,
+        handle: int,
+        path: str,
+        limit: int | None,
+        total: int | None,
+        progress: Progress | None,
+    ) -> Iterator[bytes]:
+        """Chunks from where ``handle`` is, to the end of the file or ``limit`` bytes."""
+        where = self.transport.target
+        done = 0
+        chunk = self.read_chunk
+        while limit is None or done < limit:
+            count = chunk if limit is None else min(chunk, limit - done)
+            try:
+                read = self.file_read(handle, count)
+            except GuestAgentError as exc:
+                raise _partial("reading", path, done, total, where, exc) from exc
+            done += read.count
+            if read.count:
+                yield read.data
+            if progress is not None:
+                progress(done, total)
+            if read.eof or not read.count:
+                return
 
     def download(
         self,
@@ -357,17 +429,16 @@ class FileOps(AgentBase):
         return done
 
     def _size(self, handle: int) -> int | None:
-        """The size of an open file, or None for one that cannot seek (a pipe, a device).
+        """The size of an open file (then positioned at its end), or None for one that
+        cannot seek (a pipe, a device).
 
         Raises:
             GuestAgentError: other than the agent refusing the seek.
         """
         try:
-            total = self.file_seek(handle, 0, SeekWhence.END).position
+            return self.file_seek(handle, 0, SeekWhence.END).position
         except AgentCommandError:  # "Illegal seek": asking for progress must not fail a read
             return None
-        self.file_seek(handle, 0, SeekWhence.SET)
-        return total
 
     def _close_quietly(self, handle: int) -> None:
         """Close a handle on an error path: the first error matters more than this one."""
