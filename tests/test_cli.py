@@ -26,10 +26,14 @@ from qga_libvirt import (
     AgentCommandError,
     AgentTimeoutError,
     CommandDisabledError,
+    CommandTimeoutError,
     ConnectionLostError,
     DomainNotFoundError,
     GuestAgent,
+    GuestAgentError,
+    OutputLostError,
     ProtocolError,
+    ShutdownTimeoutError,
     ThawError,
     TransferError,
 )
@@ -196,21 +200,28 @@ def test_exit_codes_by_error() -> None:
     timeout = AgentTimeoutError("slow")
     cases: list[tuple[BaseException, int]] = [
         (timeout, 6),
+        (CommandTimeoutError("still running", pid=1, argv=["x"], timeout=1.0), 6),
+        (ShutdownTimeoutError("still up"), 6),
         (DomainNotFoundError("no"), 5),
         (CommandDisabledError("off", error_class="CommandNotFound", desc="x"), 4),
         (AgentCommandError("no", error_class="GenericError", desc="x"), 3),
         (ConnectionLostError("gone"), 7),
         (ProtocolError("junk"), 7),
-        (TransferError("half", transferred=1, total=2, path="/x", cause=timeout), 6),
-        (ThawError("STILL FROZEN", attempts=5, cause=timeout), 1),
+        (raised_from(TransferError("half", transferred=1, total=2, path="/x"), timeout), 6),
+        (raised_from(ThawError("STILL FROZEN", attempts=5), timeout), 1),
+        (raised_from(OutputLostError("lost", pid=1), timeout), 7),
         (OSError("local"), 1),
     ]
     for error, code in cases:
-        if isinstance(error, TransferError):
-            error.__cause__ = timeout
         assert exits.exit_code_for(error) == code, error
     documented = {code for code, _ in exits.EXIT_CODES}
     assert {str(code) for _, code in cases} <= documented
+
+
+def raised_from(error: GuestAgentError, cause: GuestAgentError) -> GuestAgentError:
+    """``error`` as ``raise error from cause`` leaves it."""
+    error.__cause__ = cause
+    return error
 
 
 def test_guest_paths_are_told_from_local_ones() -> None:

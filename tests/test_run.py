@@ -32,7 +32,7 @@ from qga_libvirt import (
     RunHandle,
     RunResult,
 )
-from qga_libvirt.errors import ReplyTooLargeError
+from qga_libvirt.errors import ERR_TIMED_OUT, ReplyTooLargeError
 from qga_libvirt.operations import run as run_module
 from qga_libvirt.protocol import Reply
 from qga_libvirt.transports.base import Request
@@ -399,7 +399,8 @@ def test_timeout_raises_with_the_pid_and_collect_resumes(clock: Clock) -> None:
     with pytest.raises(CommandTimeoutError) as caught:
         agent.run(["/bin/echo", "late"], timeout=2.0)
     error = caught.value
-    assert isinstance(error, AgentTimeoutError)
+    assert not isinstance(error, AgentTimeoutError)  # the agent answered: still running
+    assert (error.code, error.is_unreachable) == (ERR_TIMED_OUT, False)
     assert error.pid in guest.processes  # still running, output still with the agent
     assert error.argv == ("/bin/echo", "late")
     assert clock.now - start == pytest.approx(2.0)  # the last poll lands on the deadline
@@ -742,8 +743,8 @@ def test_the_new_errors_are_drawn_exported_and_typed() -> None:
     from qga_libvirt import errors
 
     new = {
-        "CommandTimeoutError": errors.AgentTimeoutError,
-        "ShutdownTimeoutError": errors.AgentTimeoutError,
+        "CommandTimeoutError": errors.GuestAgentError,
+        "ShutdownTimeoutError": errors.GuestAgentError,
         "OutputLostError": errors.GuestAgentError,
         "CommandFailedError": errors.GuestAgentError,
         "ThawError": errors.GuestAgentError,
@@ -755,7 +756,8 @@ def test_the_new_errors_are_drawn_exported_and_typed() -> None:
         assert getattr(qga_libvirt, name) is getattr(errors, name)
         assert issubclass(getattr(errors, name), base)
     cause = ConnectionLostError("x", writing=True)
-    lost_output = OutputLostError("y", pid=3, cause=cause)
+    lost_output = OutputLostError("y", pid=3)
+    lost_output.__cause__ = cause  # as raise ... from cause leaves it
     assert (lost_output.code, lost_output.pid, lost_output.certain) == (1002, 3, True)
     assert errors.FreezeTimeoutError("z").code == errors.ERR_TIMED_OUT
     assert "RunResult" in qga_libvirt.__all__

@@ -310,7 +310,6 @@ class FileOps(Commands):
             raise GuestAgentError(
                 f"{doing} {path} on {where} needs guest-exec, which the agent refused ({exc.desc})",
                 hint=_IN_PLACE,
-                cause=exc,
                 target=where,
                 command=exc.command,
             ) from exc
@@ -413,7 +412,6 @@ def _partial(
         transferred=done,
         total=total,
         path=path,
-        cause=exc,
         target=target,
         command=exc.command,
     )

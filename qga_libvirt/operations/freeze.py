@@ -166,7 +166,6 @@ class FreezeOps(Commands):
                 delay *= 2
         if guard is not None:
             guard.abandon()
-        cause = last if isinstance(last, GuestAgentError) else None
         keeps_trying = (
             f" (a guard process, pid {guard.pid}, keeps trying as soon as this process lets "
             "go of the agent)"
@@ -183,7 +182,6 @@ class FreezeOps(Commands):
                 {"target": self.target},
             ),
             attempts=THAW_ATTEMPTS,
-            cause=cause,
             target=self.target,
             command=Commands.fsfreeze_thaw.wire,
         ) from last

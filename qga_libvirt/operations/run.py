@@ -656,7 +656,7 @@ class RunOps(Commands):
         try:
             self.wait_for_agent(max(wait, MIN_STATUS_WAIT))
         except GuestAgentError as exc:
-            raise self._lost(handle, first, certain=False) from exc
+            raise self._lost(handle, first, certain=False, then=exc) from first
         try:
             return poller().exec_status(pid)
         except AgentCommandError as exc:
@@ -666,7 +666,7 @@ class RunOps(Commands):
             # agent restarted (and forgot every process).
             raise self._lost(handle, first, certain=True, forgotten=True) from first
         except GuestAgentError as exc:
-            raise self._lost(handle, first, certain=False) from exc
+            raise self._lost(handle, first, certain=False, then=exc) from first
 
     def _lost(
         self,
@@ -676,7 +676,10 @@ class RunOps(Commands):
         certain: bool,
         too_large: bool = False,
         forgotten: bool = False,
+        then: GuestAgentError | None = None,
     ) -> OutputLostError:
+        """The error that reports ``cause`` (raise it ``from`` that); ``then``: what
+        stopped the library from asking again."""
         pid = handle.pid
         with self._run_state().lock:
             self._run_state().pending.pop(pid, None)
@@ -701,6 +704,8 @@ class RunOps(Commands):
             why = "the status reply that carried it was lost in transport"
         else:
             why = "the status reply was lost in transport and the agent cannot be asked again now"
+            if then is not None:
+                why += f" ({then})"
             hint = Hint(
                 Remedy.COLLECT_LATER,
                 f"collect({pid}) gets it if the agent still has it",
@@ -720,7 +725,6 @@ class RunOps(Commands):
             pid=pid,
             guest_files=kept,
             certain=certain,
-            cause=cause,
             target=self.target,
             command=Commands.exec_status.wire,
         )
@@ -804,7 +808,6 @@ class RunOps(Commands):
                 ),
                 pid=handle.pid,
                 guest_files=handle.files[:2],
-                cause=exc,
                 target=self.target,
                 command=exc.command,
             ) from exc
