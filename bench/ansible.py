@@ -35,7 +35,9 @@ from typing import Any
 
 import libvirt
 
-from qga_libvirt import GuestAgent, tinyguest
+from qga_libvirt import GuestAgent
+from qga_libvirt.discovery import quiet_libvirt_errors
+from scripts import tinyguest
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -202,6 +204,7 @@ def summary(timings: list[dict[str, Any]], task: str) -> str:
 
 
 def main(n: int = 20) -> None:
+    quiet_libvirt_errors()  # a program: libvirt's printed errors would garble the tables
     ansible_version, libvirt_version = ensure_community_libvirt()
     print(
         f"Ansible, {n} raw tasks + 10 MiB copy + fetch, one TCG tiny guest with Python; "

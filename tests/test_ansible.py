@@ -27,8 +27,9 @@ from typing import Any
 import libvirt
 import pytest
 
-from qga_libvirt import GuestAgent, tinyguest
+from qga_libvirt import GuestAgent
 from qga_libvirt.testing import HostAgent
+from scripts import tinyguest
 
 from .lab import LOCAL_URI, ROOT, TCP_URI, Lab, libvirtd_up
 

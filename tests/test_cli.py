@@ -37,7 +37,7 @@ from qga_libvirt import (
     ThawError,
     TransferError,
 )
-from qga_libvirt.cli import app, docs, exits
+from qga_libvirt.cli import app, exits
 from qga_libvirt.cli.derive import call_arguments, parameters, subcommand_name, wire_subcommand
 from qga_libvirt.cli.helpers import HELPERS, guest_path
 from qga_libvirt.cli.inputs import UsageError
@@ -248,27 +248,6 @@ def test_tables_and_sizes() -> None:
         "1.5 KiB",
         "20.0 GiB",
     ]
-
-
-def test_docs_cli_md_is_up_to_date_and_complete() -> None:
-    text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
-    assert docs.update(text) == text, "docs/cli.md is stale: run python -m qga_libvirt.cli.docs"
-    for name in [*app.agent_subcommands(), *app.HOST_COMMANDS]:
-        assert f"| `{name}` |" in text, name
-    for code, _ in exits.EXIT_CODES:
-        assert f"| {code} |" in text, code
-
-
-def test_docs_check_mode(tmp_path: Path) -> None:
-    target = tmp_path / "cli.md"
-    target.write_text(f"intro\n{docs.BEGIN}\nold\n{docs.END}\nend\n")
-    assert docs.main(["--check", "--output", str(target)]) == 1
-    assert docs.main(["--output", str(target)]) == 0
-    assert docs.main(["--check", "--output", str(target)]) == 0
-    assert target.read_text().startswith("intro\n")
-    assert target.read_text().endswith("\nend\n")
-    target.write_text("no markers\n")
-    assert docs.main(["--output", str(target)]) == 1
 
 
 def _complete(script: str, *words: str) -> list[str]:

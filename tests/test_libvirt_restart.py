@@ -30,10 +30,10 @@ from qga_libvirt import (
     ProtocolError,
     fleet_ping,
     list_domains,
-    tinyguest,
 )
 from qga_libvirt.transports.base import Request
 from qga_libvirt.transports.libvirt import LibvirtTransport, repeatable
+from scripts import tinyguest
 
 from .daemonproxy import DaemonProxy
 from .lab import Lab

@@ -27,9 +27,9 @@ from qga_libvirt import (
     CommandDisabledError,
     GuestAgent,
     ShutdownTimeoutError,
-    tinyguest,
 )
 from qga_libvirt.transports.libvirt import LibvirtTransport
+from scripts import tinyguest
 
 from .fakeagent import FakeAgent, Peer
 from .lab import Lab
