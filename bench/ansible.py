@@ -38,8 +38,8 @@ import libvirt
 from qga_libvirt import GuestAgent
 from qga_libvirt.discovery import quiet_libvirt_errors
 from scripts import tinyguest
+from scripts.collection import install_collection
 
-ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 CACHE = Path("/var/cache/qga-libvirt/bench-ansible")
 SITE = CACHE / "site"
@@ -112,25 +112,6 @@ def ensure_community_libvirt() -> tuple[str, str]:
     return dist.name.removeprefix("ansible-").removesuffix(".dist-info"), str(
         manifest["collection_info"]["version"]
     )
-
-
-def install_collection(home: Path) -> Path:
-    """Build our collection and install it from the tarball; the collections path."""
-    src = ROOT / "ansible" / "qga" / "libvirt"
-    subprocess.run(
-        [BIN / "ansible-galaxy", "collection", "build", str(src)],
-        cwd=home,
-        check=True,
-        capture_output=True,
-    )
-    (tarball,) = home.glob("qga-libvirt-*.tar.gz")
-    path = home / "collections"
-    subprocess.run(
-        [BIN / "ansible-galaxy", "collection", "install", str(tarball), "-p", str(path)],
-        check=True,
-        capture_output=True,
-    )
-    return path
 
 
 def playbook(n: int, big: Path) -> str:

@@ -30,13 +30,13 @@ import pytest
 from qga_libvirt import GuestAgent
 from qga_libvirt.testing import HostAgent
 from scripts import tinyguest
+from scripts.collection import install_collection
 
-from .lab import LOCAL_URI, ROOT, TCP_URI, Lab, libvirtd_up
+from .lab import LOCAL_URI, TCP_URI, Lab, libvirtd_up
 
 pytestmark = pytest.mark.vm
 
 BIN = Path(sys.executable).parent
-COLLECTION_SRC = ROOT / "ansible" / "qga" / "libvirt"
 CONNECTION = "qga.libvirt.agent"
 REPORT = "report.json"
 
@@ -211,24 +211,7 @@ def python_ready(python_guest: str) -> str:
 def ansible(tmp_path_factory: pytest.TempPathFactory) -> Ansible:
     """The collection built from its source and installed from the tarball."""
     home = tmp_path_factory.mktemp("ansible")
-    build = subprocess.run(
-        [BIN / "ansible-galaxy", "collection", "build", str(COLLECTION_SRC)],
-        cwd=home,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert build.returncode == 0, build.stderr
-    (tarball,) = home.glob("qga-libvirt-*.tar.gz")
-    collections = home / "collections"
-    install = subprocess.run(
-        [BIN / "ansible-galaxy", "collection", "install", str(tarball), "-p", str(collections)],
-        cwd=home,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert install.returncode == 0, install.stderr
+    collections = install_collection(home)
     installed = collections / "ansible_collections" / "qga" / "libvirt"
     assert (installed / "plugins" / "connection" / "agent.py").is_file()
     (home / "callbacks").mkdir()
