@@ -546,8 +546,9 @@ class CommandTimeoutError(GuestAgentError):
     """``run()``: the guest process was still running when the timeout passed (or its
     status could not be had in time).
 
-    Not an :class:`AgentTimeoutError`: the agent is fine, the guest's process is not done
-    (code 1003 all the same; ``is_unreachable`` is False).
+    Not an :class:`AgentTimeoutError`: the run's own timeout passed, whatever the agent
+    did (code 1003 all the same). ``is_unreachable`` is False when the agent answered
+    that the process still runs, True when its last status request went unanswered.
 
     It keeps running in the guest, and its output is kept (by the agent, or in guest
     files): ``agent.collect(error.handle)`` waits for it again and returns its result,

@@ -428,6 +428,29 @@ def test_collect_of_a_pid_started_elsewhere(clock: Clock) -> None:
 # --- a lost status reply ----------------------------------------------------------------
 
 
+def test_a_status_unanswered_at_the_deadline_is_a_command_timeout_not_an_agent_one(
+    clock: Clock,
+) -> None:
+    """The run's timeout passed while the agent did not answer: still the run's timeout
+    (the handle collects it later), but the agent was not reached this time."""
+    guest = FakeGuest(polls=1000)
+
+    def unanswered(pid: int) -> Any:
+        clock.now += 5  # the status request waited past the run's deadline
+        raise timeout_error()
+
+    guest.status_faults.append(unanswered)
+    agent, _ = scripted(guest)
+    with pytest.raises(CommandTimeoutError) as caught:
+        agent.run(["/bin/echo", "x"], timeout=2)
+    error = caught.value
+    assert "did not report its status in time" in str(error)
+    assert not isinstance(error, AgentTimeoutError)
+    assert isinstance(error.__cause__, AgentTimeoutError)
+    assert (error.code, error.is_unreachable) == (ERR_TIMED_OUT, True)
+    assert error.handle is not None
+
+
 def test_lost_reply_while_running_loses_nothing(clock: Clock) -> None:
     guest = FakeGuest(polls=2)
     guest.status_faults.append(lost(timeout_error()))  # the agent never saw this one
@@ -463,6 +486,9 @@ def test_lost_reply_and_agent_gone_is_maybe_lost_and_collect_can_retry(clock: Cl
         agent.run(["/bin/echo", "later"])
     assert not caught.value.certain
     assert "maybe lost" in str(caught.value)
+    # It reports the first lost reply (raised from it), whose code it takes.
+    assert isinstance(caught.value.__cause__, AgentTimeoutError)
+    assert (caught.value.code, caught.value.is_unreachable) == (ERR_TIMED_OUT, True)
     assert agent.collect(caught.value.pid).stdout == b"later\n"  # it was still there
 
 

@@ -615,6 +615,7 @@ class RunOps(Commands):
             argv=handle.argv,
             timeout=timeout or 0.0,
             handle=handle,
+            is_unreachable=not answered,
             target=self.target,
             command=Commands.exec_status.wire,
         )
