@@ -7,7 +7,7 @@ VENV := .venv/bin
 .PHONY: setup test lint demo bench docs clean
 
 demo: setup
-	$(VENV)/python scripts/demo.py
+	$(VENV)/python -m scripts.demo
 
 setup:
 	@scripts/setup.sh
@@ -24,7 +24,7 @@ bench: setup
 	$(VENV)/python -m bench $(if $(QUICK),--quick) $(BENCH)
 
 docs: setup
-	$(VENV)/python -m qga_libvirt._docgen
+	$(VENV)/python -m scripts.docgen
 
 clean:
 	rm -rf .venv .mypy_cache .pytest_cache .ruff_cache

@@ -35,49 +35,15 @@ from typing import Any
 
 import libvirt
 
-from qga_libvirt import GuestAgent, tinyguest
+from qga_libvirt import GuestAgent
+from qga_libvirt.discovery import quiet_libvirt_errors
+from scripts import tinyguest
+from scripts.collection import REPORT, ansible_env, install_callback, install_collection
 
-ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 CACHE = Path("/var/cache/qga-libvirt/bench-ansible")
 SITE = CACHE / "site"
 BIG = 10 << 20
-
-CALLBACK = """\
-import json, time
-from ansible.plugins.callback import CallbackBase
-
-class CallbackModule(CallbackBase):
-    CALLBACK_VERSION = 2.0
-    CALLBACK_TYPE = "aggregate"
-    CALLBACK_NAME = "timer"
-    CALLBACK_NEEDS_ENABLED = False
-
-    def __init__(self):
-        super().__init__()
-        self.rows, self.started = [], None
-
-    def v2_playbook_on_task_start(self, task, is_conditional):
-        self.started = time.monotonic()
-
-    def _row(self, result, status):
-        self.rows.append({"task": result._task.get_name(), "status": status,
-                          "seconds": time.monotonic() - self.started,
-                          "msg": str(result._result.get("msg", ""))[:300]})
-
-    def v2_runner_on_ok(self, result, **kwargs):
-        self._row(result, "ok")
-
-    def v2_runner_on_failed(self, result, ignore_errors=False):
-        self._row(result, "failed")
-
-    def v2_runner_on_unreachable(self, result):
-        self._row(result, "unreachable")
-
-    def v2_playbook_on_stats(self, stats):
-        with open("timings.json", "w") as out:
-            json.dump(self.rows, out)
-"""
 
 
 def ensure_community_libvirt() -> tuple[str, str]:
@@ -112,25 +78,6 @@ def ensure_community_libvirt() -> tuple[str, str]:
     )
 
 
-def install_collection(home: Path) -> Path:
-    """Build our collection and install it from the tarball; the collections path."""
-    src = ROOT / "ansible" / "qga" / "libvirt"
-    subprocess.run(
-        [BIN / "ansible-galaxy", "collection", "build", str(src)],
-        cwd=home,
-        check=True,
-        capture_output=True,
-    )
-    (tarball,) = home.glob("qga-libvirt-*.tar.gz")
-    path = home / "collections"
-    subprocess.run(
-        [BIN / "ansible-galaxy", "collection", "install", str(tarball), "-p", str(path)],
-        check=True,
-        capture_output=True,
-    )
-    return path
-
-
 def playbook(n: int, big: Path) -> str:
     small = "\n".join(f"    - {{name: small, raw: echo {i}}}" for i in range(n))
     return (
@@ -161,8 +108,7 @@ def run_playbook(
             retry_files_enabled = false
             """)
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
-    env.update(ANSIBLE_CONFIG=str(work / "ansible.cfg"), ANSIBLE_HOME=str(work / "home"))
+    env = ansible_env(work / "ansible.cfg", work / "home")
     Path(f"{big}.back").unlink(missing_ok=True)
     start = time.monotonic()
     proc = subprocess.run(
@@ -175,7 +121,7 @@ def run_playbook(
         check=False,
     )
     wall = time.monotonic() - start
-    timings = json.loads((work / "timings.json").read_text())
+    timings: list[dict[str, Any]] = json.loads((work / REPORT).read_text())["tasks"]
     back = Path(f"{big}.back")
     intact = back.is_file() and _sha(back) == _sha(big)
     if proc.returncode != 0:
@@ -193,7 +139,7 @@ def summary(timings: list[dict[str, Any]], task: str) -> str:
         return "did not run"
     bad = [t for t in rows if t["status"] != "ok"]
     if bad:
-        return f"{bad[0]['status']}: {bad[0]['msg'][:60]}"
+        return f"{bad[0]['status']}: {str(bad[0]['result'].get('msg', ''))[:60]}"
     seconds = [t["seconds"] for t in rows]
     if len(rows) == 1:
         rate = f"  {BIG / seconds[0] / 2**20:6.2f} MiB/s" if "MiB" in task else ""
@@ -202,6 +148,7 @@ def summary(timings: list[dict[str, Any]], task: str) -> str:
 
 
 def main(n: int = 20) -> None:
+    quiet_libvirt_errors()  # a program: libvirt's printed errors would garble the tables
     ansible_version, libvirt_version = ensure_community_libvirt()
     print(
         f"Ansible, {n} raw tasks + 10 MiB copy + fetch, one TCG tiny guest with Python; "
@@ -215,8 +162,7 @@ def main(n: int = 20) -> None:
         GuestAgent.from_domain(name, conn).wait_for_agent(300)
         with tempfile.TemporaryDirectory(prefix="qga-bench-ansible-") as tmp:
             home = Path(tmp)
-            (home / "callbacks").mkdir()
-            (home / "callbacks" / "timer.py").write_text(CALLBACK)
+            install_callback(home)
             big = home / "big.bin"
             big.write_bytes(os.urandom(BIG))
             padding = b"#" * (BIG - 64) + b"\n"

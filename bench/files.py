@@ -32,10 +32,12 @@ from typing import Any
 import libvirt
 import libvirt_qemu
 
-from qga_libvirt import GuestAgent, SocketTransport, Transport, tinyguest
+from qga_libvirt import GuestAgent, SocketTransport, Transport
+from qga_libvirt.discovery import quiet_libvirt_errors
 from qga_libvirt.operations.files import READ_CHUNK, WRITE_CHUNK
 from qga_libvirt.testing import HostAgent
 from qga_libvirt.transports.libvirt import MAX_REQUEST_BYTES
+from scripts import tinyguest
 
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1 << 20
@@ -359,6 +361,7 @@ def libvirt_throughput(work: Path, down_size: int, up_size: int, rounds: int) ->
 
 
 def main(rounds: int = 5) -> dict[str, float]:
+    quiet_libvirt_errors()  # a program: libvirt's printed errors would garble the tables
     figures: dict[str, float] = {}
     with HostAgent() as host, scratch_dir() as scratch:
         work = Path(scratch)

@@ -16,8 +16,9 @@ from collections.abc import Callable
 import libvirt
 import libvirt_qemu
 
-from qga_libvirt import GuestAgent, tinyguest
+from qga_libvirt import GuestAgent
 from qga_libvirt.discovery import open_connection
+from scripts import tinyguest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -136,8 +136,8 @@ def guest() -> Iterator[str]:
     if given:
         yield given
         return
-    from qga_libvirt import tinyguest
     from qga_libvirt.discovery import open_connection
+    from scripts import tinyguest
 
     subprocess.run([str(ROOT / "scripts" / "libvirtd-up.sh")], check=True)
     conn = open_connection("qemu:///system")

@@ -80,8 +80,9 @@ def main() -> dict[str, float]:
 
 
 def _libvirt(batches: int) -> dict[str, float]:
-    from qga_libvirt import GuestAgent, tinyguest
+    from qga_libvirt import GuestAgent
     from qga_libvirt.discovery import open_connection
+    from scripts import tinyguest
 
     subprocess.run([str(ROOT / "scripts" / "libvirtd-up.sh")], check=True)
     conn = open_connection("qemu:///system")

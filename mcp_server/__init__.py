@@ -8,6 +8,14 @@ freeze, credentials, power, raw) is registered only when enabled. See docs/mcp.m
     server = build_server(Config(connect=["qemu:///system"], enable=["exec"]))
 """
 
+try:
+    import mcp  # noqa: F401  (the SDK: the one dependency the library does without)
+except ModuleNotFoundError as exc:
+    raise ImportError(
+        "qga-mcp needs the MCP SDK, which the library alone does not: "
+        "pip install 'qga-libvirt[mcp]'"
+    ) from exc
+
 from .config import Config, ConfigError, Group, load_config
 from .policy import Policy, PolicyError
 from .server import build_server, serve

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from qga_libvirt.commands import load_user_commands
+from qga_libvirt.discovery import quiet_libvirt_errors
 
 from .config import ConfigError, generate_token, load_config, load_token
 from .server import serve
@@ -14,6 +15,7 @@ from .server import serve
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the server; returns the exit status (2 for a configuration error)."""
+    quiet_libvirt_errors()  # the server owns its process: errors go to its clients
     try:
         load_user_commands()  # $QGA_COMMANDS: the raw group knows users' declared commands
         config = load_config(argv)

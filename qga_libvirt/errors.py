@@ -9,10 +9,11 @@
     │   ├── DomainNotRunningError            the domain is shut off, paused, ...
     │   ├── AgentNotConfiguredError          the domain has no guest agent channel
     │   └── AgentNotConnectedError           channel present, no agent in the guest
-    ├── AgentTimeoutError            1003  no reply within the timeout
-    │   ├── AgentUnresponsiveError           libvirt gave up on the agent (timeout or error)
-    │   ├── CommandTimeoutError              run(): the guest process outlived the timeout (.pid)
-    │   └── ShutdownTimeoutError             the guest's agent still answers after the wait
+    ├── AgentTimeoutError            1003  the agent did not answer within the timeout
+    │   └── AgentUnresponsiveError           libvirt gave up on the agent (timeout or error)
+    ├── CommandTimeoutError          1003  run(): the guest process outlived the timeout (.pid);
+    │                                      the agent answered: it is still running
+    ├── ShutdownTimeoutError         1003  the guest's agent still answers after the wait
     ├── ConnectionLostError          1001/1002  the connection broke while reading/writing
     ├── ProtocolError                1001  the conversation broke: garbage, id mismatch,
     │                                      a reply that breaks the schema (.reply kept)
@@ -37,6 +38,21 @@ Errors from below (OSError, json, libvirt) are never raised as they are: they be
 one of these, with the original kept as ``__cause__``. Every message says what is wrong
 and, where there is one, what to do about it.
 
+Timeouts: :class:`AgentTimeoutError` means the AGENT did not answer in time (the
+conversation is what failed). A guest process or a guest that outlived a wait while its
+agent answered is not that: :class:`CommandTimeoutError` (the process still runs),
+:class:`ShutdownTimeoutError` (the guest is still up) and :class:`FreezeTimeoutError`
+stand beside it, with the same code 1003 and ``is_unreachable`` False, so that
+``except AgentTimeoutError`` never catches "still running". Catch them together with
+``except GuestAgentError as error: if error.code == ERR_TIMED_OUT``.
+
+An error that reports another, raised ``from`` it (``raise TransferError(...) from
+exc``), takes that error's ``code`` and ``is_unreachable``: the classes that fix no
+code of their own (:class:`GuestAgentError` itself, :class:`TransferError`,
+:class:`OutputLostError`, :class:`ThawError`, :class:`LibvirtError`) read them from
+``__cause__`` when it is a :class:`GuestAgentError`. One mechanism: the error named in
+``from`` is the one reported.
+
 What to do is kept apart when it depends on who reads it: ``error.hint`` (a
 :class:`Hint`) names the remedy (a :class:`Remedy`) and gives the library's wording,
 which ``str(error)`` appends to ``error.message``; the ``qga`` command line words the
@@ -46,7 +62,9 @@ same remedy in its own terms (``qga DOMAIN wait`` rather than ``wait_for_agent()
 obtained: connecting, writing, reading, a timeout, a reply that could not be read
 (codes 1000-1003). It is False when the agent answered with an error (1004), and when a
 request was refused before it was sent (RequestTooLargeError, InvalidArgumentError: the
-agent was never asked). An error that reports another (``cause=``) takes the cause's.
+agent was never asked), and when the agent answered that the guest is not done yet
+(CommandTimeoutError, ShutdownTimeoutError). An error raised ``from`` another takes the
+other's (see above).
 """
 
 from __future__ import annotations
@@ -176,11 +194,11 @@ class GuestAgentError(Exception):
         message: what went wrong, without the hint.
         hint: what to do about it, when that depends on the reader (see :class:`Hint`).
 
-    ``cause``: an error this one reports (e.g. what stopped a transfer); its ``code`` and
-    ``is_unreachable`` become this one's. Raise it ``from`` the cause as well.
+    Raised ``from`` another :class:`GuestAgentError` (an error that reports another, e.g.
+    what stopped a transfer), a class that fixes no ``code`` of its own takes the
+    other's ``code`` and ``is_unreachable``.
     """
 
-    code: int = ERR_CANNOT_READ
     default_unreachable: ClassVar[bool | None] = None  # None: from the code (not 1004)
 
     def __init__(
@@ -190,7 +208,6 @@ class GuestAgentError(Exception):
         target: str | None = None,
         command: str | None = None,
         is_unreachable: bool | None = None,
-        cause: GuestAgentError | None = None,
         hint: Hint | None = None,
     ) -> None:
         super().__init__(message)
@@ -198,16 +215,41 @@ class GuestAgentError(Exception):
         self.hint = hint
         self.target = target
         self.command = command
-        if cause is not None:  # an error that reports another keeps its code
-            self.code = cause.code
-        if is_unreachable is None:
-            if cause is not None:
-                is_unreachable = cause.is_unreachable
-            elif self.default_unreachable is not None:
-                is_unreachable = self.default_unreachable
-            else:
-                is_unreachable = self.code != ERR_FROM_AGENT
-        self.is_unreachable: bool = is_unreachable
+        self._code: int | None = None
+        self._unreachable = is_unreachable
+
+    @property
+    def code(self) -> int:
+        """Fixed by the class where it says so; else the reported error's (``__cause__``)."""
+        if self._code is not None:
+            return self._code
+        reported = self._reported()
+        return ERR_CANNOT_READ if reported is None else reported.code
+
+    @code.setter
+    def code(self, value: int) -> None:
+        self._code = value
+
+    @property
+    def is_unreachable(self) -> bool:
+        """See the class docs; given, else the class's, else the reported error's."""
+        if self._unreachable is not None:
+            return self._unreachable
+        if self.default_unreachable is not None:
+            return self.default_unreachable
+        reported = self._reported()
+        if reported is not None:
+            return reported.is_unreachable
+        return self.code != ERR_FROM_AGENT
+
+    def _reported(self) -> GuestAgentError | None:
+        """The error this one reports: its ``__cause__``, unless this one has a code."""
+        if self._code is not None or not isinstance(self.__cause__, GuestAgentError):
+            return None
+        below = type(self).__mro__[: type(self).__mro__.index(GuestAgentError)]
+        if any("code" in vars(cls) for cls in below):
+            return None  # the class fixes its code: it is its own kind of error
+        return self.__cause__
 
     def __str__(self) -> str:
         return self.message if self.hint is None else f"{self.message}; {self.hint.text}"
@@ -317,7 +359,7 @@ class TransferError(GuestAgentError):
         total: bytes that were to be transferred, when known.
         path: the guest path.
 
-    The error that stopped it is ``__cause__``; ``code`` and ``is_unreachable`` are its.
+    Raised ``from`` the error that stopped it; ``code`` and ``is_unreachable`` are its.
     """
 
     def __init__(
@@ -500,9 +542,13 @@ def agent_error(
     return cls(message, error_class=error_class, desc=desc, target=target, command=command)
 
 
-class CommandTimeoutError(AgentTimeoutError):
+class CommandTimeoutError(GuestAgentError):
     """``run()``: the guest process was still running when the timeout passed (or its
     status could not be had in time).
+
+    Not an :class:`AgentTimeoutError`: the run's own timeout passed, whatever the agent
+    did (code 1003 all the same). ``is_unreachable`` is False when the agent answered
+    that the process still runs, True when its last status request went unanswered.
 
     It keeps running in the guest, and its output is kept (by the agent, or in guest
     files): ``agent.collect(error.handle)`` waits for it again and returns its result,
@@ -516,6 +562,9 @@ class CommandTimeoutError(AgentTimeoutError):
         argv: the command line.
         timeout: the seconds that passed.
     """
+
+    code = ERR_TIMED_OUT
+    default_unreachable = False  # the agent answered: the process is still running
 
     def __init__(
         self,
@@ -534,9 +583,16 @@ class CommandTimeoutError(AgentTimeoutError):
         self.handle = handle
 
 
-class ShutdownTimeoutError(AgentTimeoutError):
+class ShutdownTimeoutError(GuestAgentError):
     """The guest did not go down within the wait: its agent still answers (or, through
-    libvirt, the domain still runs)."""
+    libvirt, the domain still runs).
+
+    Not an :class:`AgentTimeoutError`: the guest is up, not lost (code 1003;
+    ``is_unreachable`` is False).
+    """
+
+    code = ERR_TIMED_OUT
+    default_unreachable = False  # the agent (or libvirt) answered: the guest is still up
 
 
 class OutputLostError(GuestAgentError):
@@ -553,7 +609,7 @@ class OutputLostError(GuestAgentError):
         certain: True when the output is known to be gone or not collected; False when
             it may still be there (``collect(pid)`` once the agent answers again).
 
-    The error that broke the transfer is ``__cause__``; ``code`` and ``is_unreachable``
+    Raised ``from`` the error that broke the transfer; ``code`` and ``is_unreachable``
     are its.
     """
 
@@ -589,7 +645,7 @@ class CommandFailedError(GuestAgentError):
 class ThawError(GuestAgentError):
     """Thawing the guest's filesystems failed, retries included: they are STILL FROZEN.
 
-    The message says how to thaw them by hand. The last thaw error is ``__cause__``;
+    The message says how to thaw them by hand. Raised ``from`` the last thaw error;
     ``code`` and ``is_unreachable`` are its.
 
     Attributes:
@@ -604,6 +660,7 @@ class ThawError(GuestAgentError):
 class FreezeTimeoutError(GuestAgentError):
     """``frozen()``: the body ran longer than the frozen window, so the watchdog thawed
     the filesystems before it ended: what it did after that (a snapshot) may not be
-    consistent."""
+    consistent. Not an :class:`AgentTimeoutError` (``is_unreachable`` is False)."""
 
     code = ERR_TIMED_OUT
+    default_unreachable = False  # the agent answered: the watchdog's thaw worked

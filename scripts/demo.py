@@ -13,8 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from qga_libvirt import GuestAgent, GuestAgentError, list_domains, tinyguest
-from qga_libvirt.discovery import open_connection
+from qga_libvirt import GuestAgent, GuestAgentError, list_domains
+from qga_libvirt.discovery import open_connection, quiet_libvirt_errors
+from scripts import tinyguest
 
 NAME = "qga-demo"
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +47,7 @@ def boot() -> None:
 
 
 def main() -> int:
+    quiet_libvirt_errors()  # a program: the library's errors say what libvirt said
     subprocess.run([str(ROOT / "scripts" / "libvirtd-up.sh")], check=True)
     boot()
     agent = GuestAgent.from_domain(NAME)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what qga-libvirt's tests and demo need, and nothing twice:
-# Debian packages (only when one is missing), a .venv, the package with its dev extras
-# (only when pyproject.toml changed). Safe to run again; fast when all is there.
+# Debian packages (only when one is missing), a .venv, the package with all its extras
+# (only when pyproject.toml changed): mcp (the MCP server) and dev (tests, linters, the
+# wheel's build backend). Safe to run again; fast when all is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,10 +31,20 @@ fi
 stamp=.venv/.qga-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
-  echo "setup: installing qga-libvirt[dev] into .venv"
+  echo "setup: installing qga-libvirt[mcp,dev] into .venv"
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[dev]'
+  .venv/bin/pip install -q -e '.[mcp,dev]'
   echo "$want" >"$stamp"
+fi
+# Every runtime dependency as a wheel: tests/test_wheel.py installs the built wheel into a
+# fresh venv from these, offline and in seconds (WHEELHOUSE there names this directory).
+wheelhouse=.venv/wheelhouse
+if [[ ! -f $wheelhouse/.stamp || $(cat "$wheelhouse/.stamp") != "$want" ]]; then
+  echo "setup: collecting the runtime dependencies' wheels into $wheelhouse"
+  rm -rf "$wheelhouse"
+  .venv/bin/pip wheel -q -w "$wheelhouse" '.[mcp]'
+  rm -f "$wheelhouse"/qga_libvirt-*.whl  # the test builds its own, from the tree as it is
+  echo "$want" >"$wheelhouse/.stamp"
 fi
 
 # A second agent generation for the real-agent tests: qemu-guest-agent from Debian's

@@ -13,8 +13,9 @@ from typing import Any
 
 import libvirt
 
-from qga_libvirt import GuestAgent, tinyguest
+from qga_libvirt import GuestAgent
 from qga_libvirt.testing import BACKPORTS_AGENT
+from scripts import tinyguest
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_URI = "qemu:///system"

@@ -27,60 +27,17 @@ from typing import Any
 import libvirt
 import pytest
 
-from qga_libvirt import GuestAgent, tinyguest
+from qga_libvirt import GuestAgent
 from qga_libvirt.testing import HostAgent
+from scripts import tinyguest
+from scripts.collection import REPORT, ansible_env, install_callback, install_collection
 
-from .lab import LOCAL_URI, ROOT, TCP_URI, Lab, libvirtd_up
+from .lab import LOCAL_URI, TCP_URI, Lab, libvirtd_up
 
 pytestmark = pytest.mark.vm
 
 BIN = Path(sys.executable).parent
-COLLECTION_SRC = ROOT / "ansible" / "qga" / "libvirt"
 CONNECTION = "qga.libvirt.agent"
-REPORT = "report.json"
-
-# ansible-core 2.19 no longer ships the json stdout callback (ansible.posix has it): this
-# one writes every task result and the stats to REPORT in the playbook's directory.
-CALLBACK = """\
-import json
-from ansible.plugins.callback import CallbackBase
-
-class CallbackModule(CallbackBase):
-    CALLBACK_VERSION = 2.0
-    CALLBACK_TYPE = "aggregate"
-    CALLBACK_NAME = "report"
-    CALLBACK_NEEDS_ENABLED = False
-
-    def __init__(self):
-        super().__init__()
-        self.tasks = []
-
-    def _keep(self, result, **status):
-        self.tasks.append({
-            "task": result._task.get_name(),
-            "host": result._host.get_name(),
-            "result": {**self._dump(result._result), **status},
-        })
-
-    @staticmethod
-    def _dump(value):
-        return json.loads(json.dumps(value, default=str))
-
-    def v2_runner_on_ok(self, result, **kwargs):
-        self._keep(result)
-
-    def v2_runner_on_failed(self, result, ignore_errors=False):
-        self._keep(result, failed=True)
-
-    def v2_runner_on_unreachable(self, result):
-        self._keep(result, unreachable=True)
-
-    def v2_playbook_on_stats(self, stats):
-        hosts = sorted(stats.processed)
-        report = {"tasks": self.tasks, "stats": {h: stats.summarize(h) for h in hosts}}
-        with open("report.json", "w") as out:
-            json.dump(report, out)
-"""
 
 
 @dataclass
@@ -90,13 +47,21 @@ class Ansible:
     home: Path
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
-        env.update(
-            ANSIBLE_CONFIG=str(self.home / "ansible.cfg"),
-            ANSIBLE_HOME=str(self.home / "home"),
-            ANSIBLE_NOCOLOR="1",
+        return ansible_env(self.home / "ansible.cfg", self.home / "home")
+
+    def tool(
+        self, name: str, *args: str, timeout: float, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run Ansible's command ``name`` (``ansible-doc``...) with this installation."""
+        return subprocess.run(
+            [BIN / name, *args],
+            cwd=cwd,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
-        return env
 
     def playbook(
         self,
@@ -112,26 +77,13 @@ class Ansible:
         for name, text in (files or {}).items():
             (work / name).write_text(text)
         (work / "play.yml").write_text(textwrap.dedent(play))
-        proc = subprocess.run(
-            [BIN / "ansible-playbook", "-i", str(inventory), "play.yml"],
-            cwd=work,
-            env=self.env(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
+        proc = self.tool(
+            "ansible-playbook", "-i", str(inventory), "play.yml", cwd=work, timeout=timeout
         )
         return Run(proc, work)
 
     def inventory(self, path: Path) -> dict[str, Any]:
-        proc = subprocess.run(
-            [BIN / "ansible-inventory", "-i", str(path), "--list"],
-            env=self.env(),
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        proc = self.tool("ansible-inventory", "-i", str(path), "--list", timeout=300)
         assert proc.returncode == 0, proc.stderr
         assert "Traceback" not in proc.stderr, proc.stderr
         result: dict[str, Any] = _trusted(json.loads(proc.stdout))
@@ -210,33 +162,15 @@ def python_ready(python_guest: str) -> str:
 def ansible(tmp_path_factory: pytest.TempPathFactory) -> Ansible:
     """The collection built from its source and installed from the tarball."""
     home = tmp_path_factory.mktemp("ansible")
-    build = subprocess.run(
-        [BIN / "ansible-galaxy", "collection", "build", str(COLLECTION_SRC)],
-        cwd=home,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert build.returncode == 0, build.stderr
-    (tarball,) = home.glob("qga-libvirt-*.tar.gz")
-    collections = home / "collections"
-    install = subprocess.run(
-        [BIN / "ansible-galaxy", "collection", "install", str(tarball), "-p", str(collections)],
-        cwd=home,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert install.returncode == 0, install.stderr
+    collections = install_collection(home)
     installed = collections / "ansible_collections" / "qga" / "libvirt"
     assert (installed / "plugins" / "connection" / "agent.py").is_file()
-    (home / "callbacks").mkdir()
-    (home / "callbacks" / "report.py").write_text(CALLBACK)
+    callbacks = install_callback(home)
     (home / "ansible.cfg").write_text(
         textwrap.dedent(f"""\
             [defaults]
             collections_path = {collections}
-            callback_plugins = {home / "callbacks"}
+            callback_plugins = {callbacks}
             host_key_checking = false
             retry_files_enabled = false
             interpreter_python = /usr/bin/python3
@@ -268,14 +202,7 @@ def ini(tmp_path: Path, *hosts: str, **variables: str) -> Path:
 def test_ansible_doc_renders_the_plugin_documentation(
     ansible: Ansible, kind: str, name: str, option: str
 ) -> None:
-    doc = subprocess.run(
-        [BIN / "ansible-doc", "--json", "-t", kind, name],
-        env=ansible.env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    doc = ansible.tool("ansible-doc", "--json", "-t", kind, name, timeout=120)
     assert doc.returncode == 0, doc.stderr
     entry = json.loads(doc.stdout)[name]["doc"]
     assert option in entry["options"]

@@ -26,14 +26,18 @@ from qga_libvirt import (
     AgentCommandError,
     AgentTimeoutError,
     CommandDisabledError,
+    CommandTimeoutError,
     ConnectionLostError,
     DomainNotFoundError,
     GuestAgent,
+    GuestAgentError,
+    OutputLostError,
     ProtocolError,
+    ShutdownTimeoutError,
     ThawError,
     TransferError,
 )
-from qga_libvirt.cli import app, docs, exits
+from qga_libvirt.cli import app, exits
 from qga_libvirt.cli.derive import call_arguments, parameters, subcommand_name, wire_subcommand
 from qga_libvirt.cli.helpers import HELPERS, parse_guest_spec
 from qga_libvirt.cli.inputs import UsageError
@@ -196,21 +200,28 @@ def test_exit_codes_by_error() -> None:
     timeout = AgentTimeoutError("slow")
     cases: list[tuple[BaseException, int]] = [
         (timeout, 6),
+        (CommandTimeoutError("still running", pid=1, argv=["x"], timeout=1.0), 6),
+        (ShutdownTimeoutError("still up"), 6),
         (DomainNotFoundError("no"), 5),
         (CommandDisabledError("off", error_class="CommandNotFound", desc="x"), 4),
         (AgentCommandError("no", error_class="GenericError", desc="x"), 3),
         (ConnectionLostError("gone"), 7),
         (ProtocolError("junk"), 7),
-        (TransferError("half", transferred=1, total=2, path="/x", cause=timeout), 6),
-        (ThawError("STILL FROZEN", attempts=5, cause=timeout), 1),
+        (raised_from(TransferError("half", transferred=1, total=2, path="/x"), timeout), 6),
+        (raised_from(ThawError("STILL FROZEN", attempts=5), timeout), 1),
+        (raised_from(OutputLostError("lost", pid=1), timeout), 7),
         (OSError("local"), 1),
     ]
     for error, code in cases:
-        if isinstance(error, TransferError):
-            error.__cause__ = timeout
         assert exits.exit_code_for(error) == code, error
     documented = {code for code, _ in exits.EXIT_CODES}
     assert {str(code) for _, code in cases} <= documented
+
+
+def raised_from(error: GuestAgentError, cause: GuestAgentError) -> GuestAgentError:
+    """``error`` as ``raise error from cause`` leaves it."""
+    error.__cause__ = cause
+    return error
 
 
 def test_guest_paths_are_told_from_local_ones() -> None:
@@ -237,27 +248,6 @@ def test_tables_and_sizes() -> None:
         "1.5 KiB",
         "20.0 GiB",
     ]
-
-
-def test_docs_cli_md_is_up_to_date_and_complete() -> None:
-    text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
-    assert docs.update(text) == text, "docs/cli.md is stale: run python -m qga_libvirt.cli.docs"
-    for name in [*app.agent_subcommands(), *app.HOST_COMMANDS]:
-        assert f"| `{name}` |" in text, name
-    for code, _ in exits.EXIT_CODES:
-        assert f"| {code} |" in text, code
-
-
-def test_docs_check_mode(tmp_path: Path) -> None:
-    target = tmp_path / "cli.md"
-    target.write_text(f"intro\n{docs.BEGIN}\nold\n{docs.END}\nend\n")
-    assert docs.main(["--check", "--output", str(target)]) == 1
-    assert docs.main(["--output", str(target)]) == 0
-    assert docs.main(["--check", "--output", str(target)]) == 0
-    assert target.read_text().startswith("intro\n")
-    assert target.read_text().endswith("\nend\n")
-    target.write_text("no markers\n")
-    assert docs.main(["--output", str(target)]) == 1
 
 
 def _complete(script: str, *words: str) -> list[str]:

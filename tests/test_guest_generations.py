@@ -16,9 +16,10 @@ from qga_libvirt import (
     GuestAgent,
     GuestFrozenError,
 )
-from qga_libvirt.models import CaptureOutputMode, ExecStatus, FsfreezeStatus, LinuxCpuStats
+from qga_libvirt.models import CaptureOutputMode, FsfreezeStatus, LinuxCpuStats
 
 from .lab import LOCAL_URI, Lab
+from .test_commands_real import run_to_exit
 
 pytestmark = pytest.mark.vm
 
@@ -35,14 +36,6 @@ def new(lab: Lab) -> Iterator[GuestAgent]:
 def old(lab: Lab) -> Iterator[GuestAgent]:
     with GuestAgent.from_domain(lab.ok, LOCAL_URI, 30) as agent:
         yield agent
-
-
-def run_to_exit(agent: GuestAgent, pid: int, timeout: float = 30.0) -> ExecStatus:
-    deadline = time.monotonic() + timeout
-    while not (status := agent.exec_status(pid)).exited:
-        assert time.monotonic() < deadline, f"pid {pid} still running"
-        time.sleep(0.05)
-    return status
 
 
 def test_the_generations(new: GuestAgent, old: GuestAgent) -> None:
@@ -112,7 +105,7 @@ def test_exec_with_each_capture_mode(new: GuestAgent, mode: CaptureOutputMode) -
             time.sleep(0.2)
         return
     status = run_to_exit(
-        new, new.exec("/bin/sh", ["-c", "echo out; echo err >&2"], capture_output=mode)
+        new, new.exec("/bin/sh", ["-c", "echo out; echo err >&2"], capture_output=mode), 30
     )
     assert status.exitcode == 0
     expected: dict[CaptureOutputMode, tuple[bytes | None, bytes | None]] = {

@@ -31,8 +31,6 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "qga_libvirt.cli",
             "mcp_server",
-            "qga_libvirt._docgen",
-            "qga_libvirt.tinyguest",
             "qga_libvirt.testing",
         ),
     ),

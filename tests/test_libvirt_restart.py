@@ -30,10 +30,10 @@ from qga_libvirt import (
     ProtocolError,
     fleet_ping,
     list_domains,
-    tinyguest,
 )
 from qga_libvirt.transports.base import Request
 from qga_libvirt.transports.libvirt import LibvirtTransport, repeatable
+from scripts import tinyguest
 
 from .daemonproxy import DaemonProxy
 from .lab import Lab
@@ -150,7 +150,8 @@ def test_the_mcp_server_recovers_after_a_restart(lab: Lab, proxy: DaemonProxy) -
     from mcp import Client, StdioServerParameters
     from mcp.client.stdio import stdio_client
 
-    from .test_mcp_vm import QGA_MCP, data
+    from .test_mcp_server import structured as data
+    from .test_mcp_vm import QGA_MCP
 
     async def session() -> None:
         params = StdioServerParameters(command=QGA_MCP, args=["--connect", proxy.uri])

@@ -13,19 +13,20 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
-from mcp.types import CallToolResult, TextContent
 
 from mcp_server.tools import catalogue
 from qga_libvirt import GuestAgent
 from qga_libvirt.models import FsfreezeStatus
 
 from .lab import LOCAL_URI, TCP_URI, Lab
+from .test_mcp_server import structured as data
+from .test_mcp_server import text
 
 pytestmark = [pytest.mark.vm, pytest.mark.anyio]
 
@@ -40,18 +41,6 @@ async def stdio(*args: str, errlog: TextIO | None = None) -> AsyncIterator[Clien
     params = StdioServerParameters(command=QGA_MCP, args=["--connect", LOCAL_URI, *confirm, *args])
     async with Client(stdio_client(params, errlog=errlog or sys.stderr)) as client:
         yield client
-
-
-def text(result: CallToolResult) -> str:
-    block = result.content[0]
-    assert isinstance(block, TextContent)
-    return block.text
-
-
-def data(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, text(result)
-    assert isinstance(result.structured_content, dict)
-    return result.structured_content
 
 
 async def test_stdio_default_lists_only_read_only_tools_annotated_with_schemas(lab: Lab) -> None:

@@ -5,7 +5,8 @@ The real agents (7.2 and 10.0) give the same messages in test_commands_real.py.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -56,104 +57,118 @@ def as_agent(fake: FakeAgent, version: str, osinfo: dict[str, Any] | None) -> No
         fake.script("guest-get-osinfo", Return(osinfo), times=None)
 
 
-def test_a_command_newer_than_the_agent_says_which_version_it_needs(
-    guest: tuple[FakeAgent, GuestAgent],
-) -> None:
-    fake, agent = guest
-    as_agent(fake, "7.2.0", LINUX)
-    fake.script("guest-get-load", not_found("guest-get-load"))
-    with pytest.raises(CommandNotFoundError) as caught:
-        agent.get_load()
-    message = str(caught.value)
-    assert "guest-get-load needs qemu-guest-agent 10.0 or newer; this guest runs 7.2.0" in message
-    assert "--block-rpcs" not in message
+@dataclass(frozen=True)
+class Refusal:
+    """An agent (version, OS) refusing one command, and what the error must say."""
+
+    version: str
+    osinfo: dict[str, Any] | None
+    wire: str
+    answer: Error
+    call: Callable[[GuestAgent], object]
+    raises: type[AgentCommandError]
+    says: str | tuple[str, ...]
+    never: tuple[str, ...] = ()
 
 
-@pytest.mark.parametrize("refusal", [not_found, disabled], ids=["10.0-style", "7.2-style"])
-def test_a_windows_command_on_linux_says_so(
-    guest: tuple[FakeAgent, GuestAgent], refusal: Any
-) -> None:
-    """7.2 lists guest-get-devices as disabled on Linux, 10.0 does not have it."""
-    fake, agent = guest
-    as_agent(fake, "7.2.0", LINUX)
-    fake.script("guest-get-devices", refusal("guest-get-devices"))
-    with pytest.raises(CommandNotFoundError) as caught:
-        agent.get_devices()
-    message = str(caught.value)
-    assert "guest-get-devices exists only on Windows guests; this guest runs Linux" in message
-    assert "--block-rpcs" not in message
-    assert "upgrade" not in message
-
-
-def test_a_linux_command_on_windows_says_so(guest: tuple[FakeAgent, GuestAgent]) -> None:
-    fake, agent = guest
-    as_agent(fake, "9.2.0", WINDOWS)
-    fake.script("guest-get-cpustats", not_found("guest-get-cpustats"))
-    with pytest.raises(CommandNotFoundError) as caught:
-        agent.get_cpustats()
-    assert "guest-get-cpustats exists only on Linux guests; this guest runs Windows" in str(
-        caught.value
-    )
-
-
-def test_a_command_that_came_later_to_windows(guest: tuple[FakeAgent, GuestAgent]) -> None:
-    """guest-network-get-route: Linux since 9.1, Windows since 11.0."""
-    fake, agent = guest
-    as_agent(fake, "10.0.0", WINDOWS)
-    fake.script("guest-network-get-route", not_found("guest-network-get-route"))
-    with pytest.raises(CommandNotFoundError) as caught:
-        agent.network_get_route()
-    assert "needs qemu-guest-agent 11.0 or newer; this guest runs 10.0.0" in str(caught.value)
-
-
-def test_platform_without_the_guests_os_still_is_not_blamed_on_the_configuration(
-    guest: tuple[FakeAgent, GuestAgent],
-) -> None:
-    fake, agent = guest
-    as_agent(fake, "10.0.2", None)  # get-osinfo refused: the OS stays unknown
-    fake.script("guest-get-devices", not_found("guest-get-devices"))
-    with pytest.raises(CommandNotFoundError) as caught:
-        agent.get_devices()
-    assert "exists only on Windows guests" in str(caught.value)
-
-
-def test_a_disabled_command_is_still_the_configurations(
-    guest: tuple[FakeAgent, GuestAgent],
-) -> None:
-    fake, agent = guest
-    as_agent(fake, "7.2.0", LINUX)
-    fake.script("guest-get-cpustats", disabled("guest-get-cpustats"))
-    with pytest.raises(CommandDisabledError) as caught:
-        agent.get_cpustats()
-    assert "--block-rpcs" in str(caught.value)
-
-
-def test_a_typo_is_unknown_and_the_closest_name_is_suggested(
-    guest: tuple[FakeAgent, GuestAgent],
-) -> None:
-    fake, agent = guest
-    as_agent(fake, "10.0.2", LINUX)
-    fake.script("guest-get-laod", not_found("guest-get-laod"))
-    with pytest.raises(CommandNotFoundError) as caught:
-        agent.call("guest-get-laod")
-    message = str(caught.value)
-    assert "guest-get-laod is unknown to the agent" in message
-    assert "did you mean guest-get-load?" in message
-    assert "upgrade" not in message
-
-
-def test_capture_output_modes_need_8_0(guest: tuple[FakeAgent, GuestAgent]) -> None:
-    fake, agent = guest
-    as_agent(fake, "7.2.0", LINUX)
-    fake.script(
+REFUSALS = {
+    "a command newer than the agent says which version it needs": Refusal(
+        "7.2.0",
+        LINUX,
+        "guest-get-load",
+        not_found("guest-get-load"),
+        lambda agent: agent.get_load(),
+        CommandNotFoundError,
+        "guest-get-load needs qemu-guest-agent 10.0 or newer; this guest runs 7.2.0",
+        ("--block-rpcs",),
+    ),
+    # 7.2 lists guest-get-devices as disabled on Linux, 10.0 does not have it.
+    **{
+        f"a windows command on linux says so ({style})": Refusal(
+            "7.2.0",
+            LINUX,
+            "guest-get-devices",
+            refusal("guest-get-devices"),
+            lambda agent: agent.get_devices(),
+            CommandNotFoundError,
+            "guest-get-devices exists only on Windows guests; this guest runs Linux",
+            ("--block-rpcs", "upgrade"),
+        )
+        for style, refusal in (("10.0-style", not_found), ("7.2-style", disabled))
+    },
+    "a linux command on windows says so": Refusal(
+        "9.2.0",
+        WINDOWS,
+        "guest-get-cpustats",
+        not_found("guest-get-cpustats"),
+        lambda agent: agent.get_cpustats(),
+        CommandNotFoundError,
+        "guest-get-cpustats exists only on Linux guests; this guest runs Windows",
+    ),
+    # guest-network-get-route: Linux since 9.1, Windows since 11.0.
+    "a command that came later to windows": Refusal(
+        "10.0.0",
+        WINDOWS,
+        "guest-network-get-route",
+        not_found("guest-network-get-route"),
+        lambda agent: agent.network_get_route(),
+        CommandNotFoundError,
+        "needs qemu-guest-agent 11.0 or newer; this guest runs 10.0.0",
+    ),
+    # get-osinfo refused: the OS stays unknown.
+    "a platform's command is not blamed on the configuration without the guest's OS": Refusal(
+        "10.0.2",
+        None,
+        "guest-get-devices",
+        not_found("guest-get-devices"),
+        lambda agent: agent.get_devices(),
+        CommandNotFoundError,
+        "exists only on Windows guests",
+    ),
+    "a disabled command is still the configuration's": Refusal(
+        "7.2.0",
+        LINUX,
+        "guest-get-cpustats",
+        disabled("guest-get-cpustats"),
+        lambda agent: agent.get_cpustats(),
+        CommandDisabledError,
+        "--block-rpcs",
+    ),
+    "a typo is unknown and the closest name is suggested": Refusal(
+        "10.0.2",
+        LINUX,
+        "guest-get-laod",
+        not_found("guest-get-laod"),
+        lambda agent: agent.call("guest-get-laod"),
+        CommandNotFoundError,
+        ("guest-get-laod is unknown to the agent", "did you mean guest-get-load?"),
+        ("upgrade",),
+    ),
+    "capture-output modes need 8.0": Refusal(
+        "7.2.0",
+        LINUX,
         "guest-exec",
         Error("GenericError", "Invalid parameter type for 'capture-output', expected: boolean"),
-    )
+        lambda agent: agent.exec("/bin/true", capture_output=CaptureOutputMode.MERGED),
+        AgentCommandError,
+        "capture-output modes need qemu-guest-agent 8.0 or newer; this guest runs 7.2.0",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", REFUSALS.values(), ids=REFUSALS.keys())
+def test_a_refusal_says_why(guest: tuple[FakeAgent, GuestAgent], case: Refusal) -> None:
+    fake, agent = guest
+    as_agent(fake, case.version, case.osinfo)
+    fake.script(case.wire, case.answer)
     with pytest.raises(AgentCommandError) as caught:
-        agent.exec("/bin/true", capture_output=CaptureOutputMode.MERGED)
-    assert "capture-output modes need qemu-guest-agent 8.0 or newer; this guest runs 7.2.0" in str(
-        caught.value
-    )
+        case.call(agent)
+    assert type(caught.value) is case.raises
+    message = str(caught.value)
+    for right in (case.says,) if isinstance(case.says, str) else case.says:
+        assert right in message
+    for wrong in case.never:
+        assert wrong not in message
 
 
 def test_other_failures_are_not_reinterpreted(guest: tuple[FakeAgent, GuestAgent]) -> None:

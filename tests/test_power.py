@@ -30,10 +30,10 @@ from qga_libvirt import (
     GuestAgent,
     ShutdownTimeoutError,
     SocketTransport,
-    tinyguest,
 )
 from qga_libvirt.transports.base import Features, Identity, features_of
 from qga_libvirt.transports.libvirt import LibvirtTransport
+from scripts import tinyguest
 
 from .fakeagent import FakeAgent, Peer
 from .lab import Lab

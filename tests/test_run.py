@@ -32,7 +32,7 @@ from qga_libvirt import (
     RunHandle,
     RunResult,
 )
-from qga_libvirt.errors import ReplyTooLargeError
+from qga_libvirt.errors import ERR_TIMED_OUT, ReplyTooLargeError
 from qga_libvirt.operations import run as run_module
 from qga_libvirt.protocol import Reply
 from qga_libvirt.transports.base import Request
@@ -424,7 +424,8 @@ def test_timeout_raises_with_the_pid_and_collect_resumes(clock: Clock) -> None:
     with pytest.raises(CommandTimeoutError) as caught:
         agent.run(["/bin/echo", "late"], timeout=2.0)
     error = caught.value
-    assert isinstance(error, AgentTimeoutError)
+    assert not isinstance(error, AgentTimeoutError)  # the agent answered: still running
+    assert (error.code, error.is_unreachable) == (ERR_TIMED_OUT, False)
     assert error.pid in guest.processes  # still running, output still with the agent
     assert error.argv == ("/bin/echo", "late")
     assert clock.now - start == pytest.approx(2.0)  # the last poll lands on the deadline
@@ -450,6 +451,29 @@ def test_collect_of_a_pid_started_elsewhere(clock: Clock) -> None:
 
 
 # --- a lost status reply ----------------------------------------------------------------
+
+
+def test_a_status_unanswered_at_the_deadline_is_a_command_timeout_not_an_agent_one(
+    clock: Clock,
+) -> None:
+    """The run's timeout passed while the agent did not answer: still the run's timeout
+    (the handle collects it later), but the agent was not reached this time."""
+    guest = FakeGuest(polls=1000)
+
+    def unanswered(pid: int) -> Any:
+        clock.now += 5  # the status request waited past the run's deadline
+        raise timeout_error()
+
+    guest.status_faults.append(unanswered)
+    agent, _ = scripted(guest)
+    with pytest.raises(CommandTimeoutError) as caught:
+        agent.run(["/bin/echo", "x"], timeout=2)
+    error = caught.value
+    assert "did not report its status in time" in str(error)
+    assert not isinstance(error, AgentTimeoutError)
+    assert isinstance(error.__cause__, AgentTimeoutError)
+    assert (error.code, error.is_unreachable) == (ERR_TIMED_OUT, True)
+    assert error.handle is not None
 
 
 def test_lost_reply_while_running_loses_nothing(clock: Clock) -> None:
@@ -487,6 +511,9 @@ def test_lost_reply_and_agent_gone_is_maybe_lost_and_collect_can_retry(clock: Cl
         agent.run(["/bin/echo", "later"])
     assert not caught.value.certain
     assert "maybe lost" in str(caught.value)
+    # It reports the first lost reply (raised from it), whose code it takes.
+    assert isinstance(caught.value.__cause__, AgentTimeoutError)
+    assert (caught.value.code, caught.value.is_unreachable) == (ERR_TIMED_OUT, True)
     assert agent.collect(caught.value.pid).stdout == b"later\n"  # it was still there
 
 
@@ -813,8 +840,8 @@ def test_the_new_errors_are_drawn_exported_and_typed() -> None:
     from qga_libvirt import errors
 
     new = {
-        "CommandTimeoutError": errors.AgentTimeoutError,
-        "ShutdownTimeoutError": errors.AgentTimeoutError,
+        "CommandTimeoutError": errors.GuestAgentError,
+        "ShutdownTimeoutError": errors.GuestAgentError,
         "OutputLostError": errors.GuestAgentError,
         "CommandFailedError": errors.GuestAgentError,
         "ThawError": errors.GuestAgentError,
@@ -826,7 +853,8 @@ def test_the_new_errors_are_drawn_exported_and_typed() -> None:
         assert getattr(qga_libvirt, name) is getattr(errors, name)
         assert issubclass(getattr(errors, name), base)
     cause = ConnectionLostError("x", writing=True)
-    lost_output = OutputLostError("y", pid=3, cause=cause)
+    lost_output = OutputLostError("y", pid=3)
+    lost_output.__cause__ = cause  # as raise ... from cause leaves it
     assert (lost_output.code, lost_output.pid, lost_output.certain) == (1002, 3, True)
     assert errors.FreezeTimeoutError("z").code == errors.ERR_TIMED_OUT
     assert "RunResult" in qga_libvirt.__all__

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from ..commands import all_commands, load_user_commands, user_commands
+from ..discovery import quiet_libvirt_errors
 from ..errors import GuestAgentError
 from ..transports.domain import BACKENDS
 from . import exits
@@ -798,6 +799,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``qga`` with ``argv`` (default: the process's); returns the exit status."""
     out = Output(json_mode=False)
     state = _State()
+    quiet_libvirt_errors()  # qga owns its process: errors are its one line on stderr
     try:
         code = _main(list(sys.argv[1:] if argv is None else argv), out, state)
         out.flush()

@@ -375,7 +375,6 @@ class FileOps(AgentBase):
             raise GuestAgentError(
                 f"{doing} {path} on {where} needs guest-exec, which the agent refused ({exc.desc})",
                 hint=_IN_PLACE,
-                cause=exc,
                 target=where,
                 command=exc.command,
             ) from exc
@@ -477,7 +476,6 @@ def _partial(
         transferred=done,
         total=total,
         path=path,
-        cause=exc,
         target=target,
         command=exc.command,
     )

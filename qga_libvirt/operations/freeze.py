@@ -157,7 +157,6 @@ class FreezeOps(AgentBase):
                 delay *= 2
         if guard is not None:
             guard.abandon()
-        cause = last if isinstance(last, GuestAgentError) else None
         keeps_trying = (
             f" (a guard process, pid {guard.pid}, keeps trying as soon as this process lets "
             "go of the agent)"
@@ -174,7 +173,6 @@ class FreezeOps(AgentBase):
                 {"target": self.target},
             ),
             attempts=THAW_ATTEMPTS,
-            cause=cause,
             target=self.target,
             command=Commands.fsfreeze_thaw.wire,
         ) from last

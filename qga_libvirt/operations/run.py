@@ -683,6 +683,7 @@ class RunOps(FileOps):
             argv=handle.argv,
             timeout=timeout or 0.0,
             handle=handle,
+            is_unreachable=not answered,
             target=self.target,
             command=Commands.exec_status.wire,
         )
@@ -724,7 +725,7 @@ class RunOps(FileOps):
         try:
             self.wait_for_agent(max(wait, MIN_STATUS_WAIT))
         except GuestAgentError as exc:
-            raise self._lost(handle, first, certain=False) from exc
+            raise self._lost(handle, first, certain=False, then=exc) from first
         try:
             return poller().exec_status(pid)
         except AgentCommandError as exc:
@@ -734,7 +735,7 @@ class RunOps(FileOps):
             # agent restarted (and forgot every process).
             raise self._lost(handle, first, certain=True, forgotten=True) from first
         except GuestAgentError as exc:
-            raise self._lost(handle, first, certain=False) from exc
+            raise self._lost(handle, first, certain=False, then=exc) from first
 
     def _lost(
         self,
@@ -744,7 +745,10 @@ class RunOps(FileOps):
         certain: bool,
         too_large: bool = False,
         forgotten: bool = False,
+        then: GuestAgentError | None = None,
     ) -> OutputLostError:
+        """The error that reports ``cause`` (raise it ``from`` that); ``then``: what
+        stopped the library from asking again."""
         pid = handle.pid
         with self._run_state().lock:
             self._run_state().pending.pop(pid, None)
@@ -771,6 +775,8 @@ class RunOps(FileOps):
             why = "the status reply that carried it was lost in transport"
         else:
             why = "the status reply was lost in transport and the agent cannot be asked again now"
+            if then is not None:
+                why += f" ({then})"
             hint = Hint(
                 Remedy.COLLECT_LATER,
                 f"collect({pid}) gets it if the agent still has it",
@@ -790,7 +796,6 @@ class RunOps(FileOps):
             pid=pid,
             guest_files=kept,
             certain=certain,
-            cause=cause,
             target=self.target,
             command=Commands.exec_status.wire,
         )
@@ -893,7 +898,6 @@ class RunOps(FileOps):
                 ),
                 pid=handle.pid,
                 guest_files=handle.files[:2],
-                cause=exc,
                 target=self.target,
                 command=exc.command,
             ) from exc

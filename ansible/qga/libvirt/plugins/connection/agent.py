@@ -151,6 +151,7 @@ EXAMPLES = r"""
 """
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from ansible.errors import AnsibleConnectionFailure, AnsibleError, AnsibleFileNotFound
@@ -295,24 +296,30 @@ class Connection(ConnectionBase):
         display.vvv(f"QGA PUT {in_path} TO {out_path}", host=self._play_context.remote_addr)
         if not os.path.isfile(to_bytes(in_path, errors="surrogate_or_strict")):
             raise AnsibleFileNotFound(f"file or module does not exist: {in_path}")
-        agent = self._require_agent()
-        try:
-            agent.upload(in_path, out_path)
-        except OSError as exc:
-            raise AnsibleError(f"reading {in_path} failed: {exc}") from None
-        except GuestAgentError as exc:
-            raise self._failure(f"copying {in_path} to {out_path}", exc) from None
+        self._transfer(
+            f"copying {in_path} to {out_path}",
+            f"reading {in_path}",
+            lambda agent: agent.upload(in_path, out_path),
+        )
 
     def fetch_file(self, in_path: str, out_path: str) -> None:
         super().fetch_file(in_path, out_path)
         display.vvv(f"QGA FETCH {in_path} TO {out_path}", host=self._play_context.remote_addr)
+        self._transfer(
+            f"fetching {in_path}",
+            f"writing {out_path}",
+            lambda agent: agent.download(in_path, out_path),
+        )
+
+    def _transfer(self, what: str, local: str, move: Callable[[GuestAgent], object]) -> None:
+        """One file transfer; its failures as Ansible's (``local``: the controller's side)."""
         agent = self._require_agent()
         try:
-            agent.download(in_path, out_path)
+            move(agent)
         except OSError as exc:
-            raise AnsibleError(f"writing {out_path} failed: {exc}") from None
+            raise AnsibleError(f"{local} failed: {exc}") from None
         except GuestAgentError as exc:
-            raise self._failure(f"fetching {in_path}", exc) from None
+            raise self._failure(what, exc) from None
 
     # --- errors -------------------------------------------------------------------------
 

@@ -1,10 +1,12 @@
 """A tiny Linux guest under libvirt for tests: boots in about 10 s under TCG, runs qemu-ga.
 
-The guest is the host's Debian kernel plus an initramfs made by
-``scripts/build-tiny-guest.sh`` (busybox-static, the host's ``/usr/sbin/qemu-ga`` and its
-libraries, virtio and ext4 modules). It mounts its virtio-blk data disk (``/dev/vda``, a
-per-domain copy of a 16 MiB ext4 template) at ``/mnt/data`` and starts qemu-ga on the
-virtio-serial port named ``org.qemu.guest_agent.0``.
+Tooling of this checkout (the tests, the benchmarks, ``make demo``), not of the wheel:
+it needs the build scripts beside it. The guest is the host's Debian kernel plus an
+initramfs made by ``scripts/build-tiny-guest.sh`` (busybox-static, the host's
+``/usr/sbin/qemu-ga`` and its libraries, virtio and ext4 modules). It mounts its
+virtio-blk data disk (``/dev/vda``, a per-domain copy of a 16 MiB ext4 template) at
+``/mnt/data`` and starts qemu-ga on the virtio-serial port named
+``org.qemu.guest_agent.0``.
 
 Four agent set-ups (``agent=``):
 
@@ -43,17 +45,19 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypedDict, Unpack
 
 import libvirt
 import libvirt_qemu
 
+from qga_libvirt.discovery import AGENT_CHANNEL_NAME
+
 __all__ = [
-    "AGENT_CHANNEL",
     "DEFAULT_CACHE_DIR",
     "DEFAULT_STATE_DIR",
     "AgentMode",
     "GuestImage",
+    "GuestOptions",
     "build",
     "build_python_disk",
     "console_log_path",
@@ -67,12 +71,11 @@ __all__ = [
 
 AgentMode = Literal["libvirt", "socket", "none", "never-starts"]
 
-AGENT_CHANNEL = "org.qemu.guest_agent.0"
 DEFAULT_CACHE_DIR = Path("/var/cache/qga-libvirt/guest")
 DEFAULT_STATE_DIR = Path("/var/lib/qga-libvirt/domains")
 CONSOLE_LOG_DIR = Path("/var/log/libvirt/qemu")
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
-BUILD_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "build-tiny-guest.sh"
+BUILD_SCRIPT = Path(__file__).resolve().with_name("build-tiny-guest.sh")
 SYSTEM_AGENT = Path("/usr/sbin/qemu-ga")
 """The qemu-ga a tiny guest runs unless :func:`build` is given another."""
 PYTHON_SCRIPT = BUILD_SCRIPT.with_name("build-python-disk.sh")
@@ -290,7 +293,7 @@ def domain_xml(
     if agent in ("libvirt", "never-starts"):
         channel = _sub(devices, "channel", type="unix")
         _sub(channel, "source", mode="bind")
-        _sub(channel, "target", type="virtio", name=AGENT_CHANNEL)
+        _sub(channel, "target", type="virtio", name=AGENT_CHANNEL_NAME)
     _sub(devices, "controller", type="usb", model="none")
     _sub(devices, "memballoon", model="none")
 
@@ -304,7 +307,7 @@ def domain_xml(
             # may create this device first.
             "virtio-serial-pci,id=qgaser,bus=pci.0,addr=0x1e",
             "-device",
-            f"virtserialport,bus=qgaser.0,chardev=qga0,name={AGENT_CHANNEL}",
+            f"virtserialport,bus=qgaser.0,chardev=qga0,name={AGENT_CHANNEL_NAME}",
         ]
         cmd = ET.SubElement(dom, f"{{{QEMU_NS}}}commandline")
         for arg in args:
@@ -322,21 +325,36 @@ def _lookup(conn: libvirt.virConnect, name: str) -> libvirt.virDomain | None:
     return None
 
 
+class GuestOptions(TypedDict, total=False):
+    """How :func:`start` and :func:`define` make a tiny guest; every key is optional.
+
+    Keys (default):
+        agent ("libvirt"): see the module docstring.
+        data_disk (True): a fresh copy of the data template in :func:`domain_dir`,
+            mounted at ``/mnt/data``.
+        memory_mib (256): at least 64.
+        socket_path (``domain_dir(name)/qga.sock``): the raw socket, for ``agent="socket"``.
+        nic (False): a user-mode (slirp) virtio NIC, configured by DHCP.
+        extra_cmdline (""): appended to the kernel command line.
+        state_dir (``$QGA_GUEST_STATE_DIR``, then ``/var/lib/qga-libvirt/domains``).
+        python_disk (None): a path from :func:`build_python_disk`.
+    """
+
+    agent: AgentMode
+    data_disk: bool
+    memory_mib: int
+    socket_path: Path | None
+    nic: bool
+    extra_cmdline: str
+    state_dir: Path | None
+    python_disk: Path | None
+
+
 def _prepare(
-    conn: libvirt.virConnect,
-    name: str,
-    image: GuestImage | None,
-    agent: AgentMode,
-    data_disk: bool,
-    memory_mib: int,
-    socket_path: Path | None,
-    nic: bool,
-    extra_cmdline: str,
-    state_dir: Path | None,
-    python_disk: Path | None = None,
+    conn: libvirt.virConnect, name: str, image: GuestImage | None, options: GuestOptions
 ) -> tuple[Path, str]:
     """Make a fresh per-domain dir (with a data-disk copy); return it and the XML."""
-    ddir = domain_dir(name, state_dir)
+    ddir = domain_dir(name, options.get("state_dir"))
     if _lookup(conn, name) is not None:
         raise FileExistsError(f"domain {name!r} already exists: destroy() it first")
     if image is None:
@@ -350,13 +368,15 @@ def _prepare(
     except KeyError:
         pass
     disk: Path | None = None
-    if data_disk:
+    if options.get("data_disk", True):
         disk = ddir / "data.img"
         subprocess.run(
             ["cp", "--sparse=always", str(image.data_template), str(disk)],
             check=True,
             capture_output=True,
         )
+    agent = options.get("agent", "libvirt")
+    socket_path = options.get("socket_path")
     if agent == "socket" and socket_path is None:
         socket_path = ddir / "qga.sock"
     xml = domain_xml(
@@ -364,11 +384,11 @@ def _prepare(
         image,
         agent=agent,
         data_disk=disk,
-        memory_mib=memory_mib,
+        memory_mib=options.get("memory_mib", 256),
         socket_path=socket_path,
-        nic=nic,
-        extra_cmdline=extra_cmdline,
-        python_disk=python_disk,
+        nic=options.get("nic", False),
+        extra_cmdline=options.get("extra_cmdline", ""),
+        python_disk=options.get("python_disk"),
     )
     return ddir, xml
 
@@ -386,22 +406,13 @@ def start(
     conn: libvirt.virConnect,
     name: str,
     image: GuestImage | None = None,
-    *,
-    agent: AgentMode = "libvirt",
-    data_disk: bool = True,
-    memory_mib: int = 256,
-    socket_path: Path | None = None,
-    nic: bool = False,
-    extra_cmdline: str = "",
-    state_dir: Path | None = None,
-    python_disk: Path | None = None,
+    **options: Unpack[GuestOptions],
 ) -> libvirt.virDomain:
     """Create and start a TRANSIENT tiny guest ``name`` (``conn.createXML``).
 
-    ``image`` defaults to :func:`build()`. With ``data_disk`` the domain gets a fresh copy
-    of the data template in :func:`domain_dir`. For ``agent="socket"``, ``socket_path``
-    defaults to ``domain_dir(name)/qga.sock``. Returns as soon as QEMU runs: the guest
-    boots for about 10 s more (see :func:`wait_agent_ping`).
+    ``image`` defaults to :func:`build()`; ``options``: see :class:`GuestOptions`.
+    Returns as soon as QEMU runs: the guest boots for about 10 s more (see
+    :func:`wait_agent_ping`).
 
     Raises:
         ValueError: invalid arguments (see :func:`domain_xml`).
@@ -411,19 +422,7 @@ def start(
         libvirt.libvirtError: libvirt refused the domain or QEMU failed to start
             (the per-domain dir is removed again).
     """
-    ddir, xml = _prepare(
-        conn,
-        name,
-        image,
-        agent,
-        data_disk,
-        memory_mib,
-        socket_path,
-        nic,
-        extra_cmdline,
-        state_dir,
-        python_disk,
-    )
+    ddir, xml = _prepare(conn, name, image, options)
     return _submit(ddir, lambda: conn.createXML(xml, 0))
 
 
@@ -431,15 +430,7 @@ def define(
     conn: libvirt.virConnect,
     name: str,
     image: GuestImage | None = None,
-    *,
-    agent: AgentMode = "libvirt",
-    data_disk: bool = True,
-    memory_mib: int = 256,
-    socket_path: Path | None = None,
-    nic: bool = False,
-    extra_cmdline: str = "",
-    state_dir: Path | None = None,
-    python_disk: Path | None = None,
+    **options: Unpack[GuestOptions],
 ) -> libvirt.virDomain:
     """Define a PERSISTENT tiny guest ``name`` and leave it shut off (``conn.defineXML``).
 
@@ -448,19 +439,7 @@ def define(
     Raises:
         The same as :func:`start`.
     """
-    ddir, xml = _prepare(
-        conn,
-        name,
-        image,
-        agent,
-        data_disk,
-        memory_mib,
-        socket_path,
-        nic,
-        extra_cmdline,
-        state_dir,
-        python_disk,
-    )
+    ddir, xml = _prepare(conn, name, image, options)
     return _submit(ddir, lambda: conn.defineXML(xml))
 
 
@@ -494,8 +473,8 @@ def wait_agent_ping(dom: libvirt.virDomain, timeout: float = 60.0) -> float:
     """Send ``guest-ping`` through libvirt until the agent answers; return seconds waited.
 
     Only for domains with the libvirt channel (``agent="libvirt"``). Pings only once the
-    live XML shows the channel ``state='connected'``, so libvirt's default error handler
-    prints little while the guest boots.
+    live XML shows the channel ``state='connected'``, so that libvirt (whose default error
+    handler prints every error) says little while the guest boots.
 
     Raises:
         TimeoutError: no answer within ``timeout`` seconds (the last libvirt error is
