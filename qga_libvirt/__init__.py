@@ -48,9 +48,8 @@ from .errors import (
     ThawError,
     TransferError,
 )
-from .models import AgentInfo, CommandInfo, Model
+from .models import AgentInfo, CommandInfo, Model, RunHandle, RunResult
 from .operations.fleet import FleetResult, FleetTarget, fleet_call, fleet_ping
-from .operations.run import RunHandle, RunResult
 from .transports import FakeTransport, Reply, Request, SocketTransport, Transport
 
 __all__ = [
