@@ -180,7 +180,7 @@ def top_parser() -> argparse.ArgumentParser:
 
 def subcommand_parser(sub: Subcommand, prog: str) -> argparse.ArgumentParser:
     """The parser of one subcommand's arguments."""
-    parser = _parser(prog, sub.description or sub.summary, parents=[_output_parent()])
+    parser = _parser(prog, sub.help, parents=[_output_parent()])
     sub.arguments(parser)
     parser.usage = f"{prog} {synopsis(parser)}".rstrip()
     return parser

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Final
 
 from ..commands import Commands
+from ..enums import SeekWhence
 from ..errors import AgentCommandError, GuestAgentError, Hint, Remedy, TransferError
-from ..models import SeekWhence
 from ..transports.base import Transport
 
 __all__ = ["DEFAULT_MODE", "READ_CHUNK", "WRITE_CHUNK", "FileOps", "Progress"]

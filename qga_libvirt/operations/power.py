@@ -18,6 +18,7 @@ import time
 from typing import TYPE_CHECKING, Final, Self
 
 from ..commands import Commands
+from ..enums import ShutdownMode
 from ..errors import (
     AgentTimeoutError,
     AgentUnreachableError,
@@ -25,7 +26,6 @@ from ..errors import (
     ConnectionLostError,
     ShutdownTimeoutError,
 )
-from ..models import ShutdownMode
 from ..transports.base import Transport
 
 if TYPE_CHECKING:
