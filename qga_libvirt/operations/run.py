@@ -96,14 +96,16 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """``RunHandle`` and ``RunResult``, defined in :mod:`qga_libvirt.models` (pydantic),
-    imported from here on first use."""
-    if name in ("RunHandle", "RunResult"):
-        from .. import models
+if not TYPE_CHECKING:  # for mypy, the import above
 
-        return getattr(models, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def __getattr__(name: str) -> Any:
+        """``RunHandle`` and ``RunResult``, defined in :mod:`qga_libvirt.models`
+        (pydantic), imported from here on first use."""
+        if name in ("RunHandle", "RunResult"):
+            from .. import models
+
+            return getattr(models, name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 FIRST_POLL: Final = 0.0005
