@@ -1,7 +1,8 @@
 """Start-up: whole processes, as people run them, each against its floor.
 
 Every contender is one process from start to exit, timed from the parent, all in one set
-of interleaved batches, each printed against its floor (issue 13's start-up rows):
+of interleaved batches, each printed against its floor (issue 13's start-up rows), with
+bytecode cached as in an installed package:
 
 - ``qga --socket S ping`` against a bare Python script doing the same connect, 0xFF +
   guest-sync-delimited, ping (:func:`bench.harness.bare_socket_ping`, run as a script);
@@ -16,14 +17,16 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import resource
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from qga_libvirt.testing import HostAgent
 
-from .harness import QUICK, bare_socket_ping, interleaved, load, report_against
+from .harness import QUICK, Stats, bare_socket_ping, interleaved, load, report_against
 
 PYTHON = sys.executable
 QGA = str(Path(PYTHON).with_name("qga"))
@@ -45,9 +48,26 @@ BARE_PING = "bare libvirt-python: ping"
 BARE_OSINFO = "bare libvirt-python: osinfo"
 
 
-def process(*argv: str) -> Callable[[], object]:
+# As installed: bytecode cached (pip compiles what it installs). This environment may set
+# PYTHONDONTWRITEBYTECODE, which would time compiling every module of the checkout; the
+# cache goes to a directory of its own (filled by the warm-up runs), not into the tree.
+ENV = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+ENV["PYTHONPYCACHEPREFIX"] = tempfile.mkdtemp(prefix="qga-bench-pycache-")
+
+
+CPU: dict[str, list[float]] = {}
+"""CPU seconds (user + system) of each run of each contender: less noisy than wall time
+on a loaded machine."""
+
+
+def process(name: str, *argv: str) -> Callable[[], object]:
     def run() -> object:
-        return subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        done = subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=ENV)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        used = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+        CPU.setdefault(name, []).append(used)
+        return done
 
     return run
 
@@ -73,13 +93,13 @@ def main() -> dict[str, float]:
     batches = 6 if QUICK else 20
     with HostAgent() as host, contextlib.ExitStack() as stack:
         sock = str(host.socket)
-        contenders = {
-            PASS: process(PYTHON, "-c", "pass"),
-            BARE_SOCKET_NAME: process(PYTHON, "-c", BARE_SOCKET, sock),
-            "qga --socket S ping": process(QGA, "--socket", sock, "ping"),
-            "python -c 'import qga_libvirt'": process(PYTHON, "-c", "import qga_libvirt"),
-            "qga --version": process(QGA, "--version"),
-            "qga --help": process(QGA, "--help"),
+        commands: dict[str, tuple[str, ...]] = {
+            PASS: (PYTHON, "-c", "pass"),
+            BARE_SOCKET_NAME: (PYTHON, "-c", BARE_SOCKET, sock),
+            "qga --socket S ping": (QGA, "--socket", sock, "ping"),
+            "python -c 'import qga_libvirt'": (PYTHON, "-c", "import qga_libvirt"),
+            "qga --version": (QGA, "--version"),
+            "qga --help": (QGA, "--help"),
         }
         floors: dict[str, tuple[str, float | None]] = {
             "qga --socket S ping": (BARE_SOCKET_NAME, 1.5),
@@ -92,13 +112,14 @@ def main() -> dict[str, float]:
             name = stack.enter_context(_guest())
             ping = '{"execute":"guest-ping"}'
             osinfo = '{"execute":"guest-get-osinfo"}'
-            contenders |= {
-                BARE_PING: process(PYTHON, "-c", BARE_LIBVIRT, name, ping),
-                BARE_OSINFO: process(PYTHON, "-c", BARE_LIBVIRT, name, osinfo),
-                "qga DOM ping": process(QGA, name, "ping"),
-                "qga DOM osinfo": process(QGA, name, "osinfo"),
-                "virsh qemu-agent-command ping": process(
-                    "virsh", "-c", "qemu:///system", "qemu-agent-command", name, ping
+            commands |= {
+                BARE_PING: (PYTHON, "-c", BARE_LIBVIRT, name, ping),
+                BARE_OSINFO: (PYTHON, "-c", BARE_LIBVIRT, name, osinfo),
+                "qga DOM ping": (QGA, name, "ping"),
+                "qga DOM osinfo": (QGA, name, "osinfo"),
+                "virsh qemu-agent-command ping": (
+                    *("virsh", "-c", "qemu:///system", "qemu-agent-command"),
+                    *(name, ping),
                 ),
             }
             floors |= {
@@ -109,13 +130,19 @@ def main() -> dict[str, float]:
             }
             where += " and a tiny guest through libvirt"
         before = load()
-        stats = interleaved(contenders, batches)
-        return report_against(
+        stats = interleaved(
+            {name: process(name, *argv) for name, argv in commands.items()}, batches
+        )
+        ratios = report_against(
             f"whole processes, {where}, {batches} interleaved runs each:",
             stats,
             floors,
             before=before,
         )
+        cpu = {name: Stats(tuple(values[1:])) for name, values in CPU.items()}  # no warm-up
+        cpu_ratios = report_against("  the same, CPU (user + system) per process:", cpu, floors)
+        ratios |= {f"{name} (CPU)": ratio for name, ratio in cpu_ratios.items()}
+        return ratios
 
 
 if __name__ == "__main__":

@@ -7,11 +7,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..commands import Command
 from .output import Output, human_lines, one_line
 
 if TYPE_CHECKING:
     from ..client import GuestAgent
+    from ..commands import Command
 
 __all__ = ["Context", "Outcome", "Prepare", "Runner", "Subcommand", "no_arguments"]
 
