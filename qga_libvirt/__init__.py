@@ -178,9 +178,18 @@ _WHERE: Final = {
 }
 
 
+_SUBMODULES: Final = frozenset(
+    {"client", "commands", "discovery", "enums", "errors", "models", "operations"}
+    | {"protocol", "transports", "wire"}
+)
+"""The modules ``import qga_libvirt`` used to import, still reached as attributes."""
+
+
 if not TYPE_CHECKING:  # for mypy, the names are the imports above: a typo stays an error
 
     def __getattr__(name: str) -> Any:
+        if name in _SUBMODULES:  # qga_libvirt.models after a bare `import qga_libvirt`
+            return importlib.import_module(f"{__name__}.{name}")
         module = _WHERE.get(name)
         if module is None:
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -98,6 +98,15 @@ def test_every_exported_name_resolves_lazily() -> None:
         getattr(qga_libvirt, "NoSuchName")  # noqa: B009
 
 
+def test_submodules_are_attributes_of_the_package_as_before() -> None:
+    out = _imported(
+        "import qga_libvirt\n"
+        "assert qga_libvirt.errors.GuestAgentError is qga_libvirt.GuestAgentError\n"
+        "assert qga_libvirt.models.OsInfo.__name__ == 'OsInfo'"
+    )
+    assert out == ["pydantic"]
+
+
 def test_a_declared_reply_resolves_at_first_use() -> None:
     out = _imported(
         "from qga_libvirt.commands import Commands\n"
