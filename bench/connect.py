@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import gc
-import socket
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -19,26 +18,13 @@ from pathlib import Path
 from qga_libvirt import GuestAgent
 from qga_libvirt.testing import HostAgent
 
-from .harness import QUICK, interleaved, load, report
+from .harness import QUICK, bare_socket_ping, interleaved, load, report
 
 OBJECTS = 200
 
 
 def bare(path: str) -> Callable[[], object]:
-    def once() -> object:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.connect(path)
-            s.sendall(
-                b'\xff{"execute":"guest-sync-delimited","arguments":{"id":4242}}\n'
-                b'{"execute":"guest-ping","id":7}\n'
-            )
-            data = b""
-            while b'"id": 7' not in data and b'"id":7' not in data:
-                data += s.recv(65536)
-            s.shutdown(socket.SHUT_RDWR)
-        return data
-
-    return once
+    return lambda: bare_socket_ping(path)
 
 
 def library(path: str, idle: float | None) -> Callable[[], object]:

@@ -14,7 +14,15 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["QUICK", "Stats", "interleaved", "load", "report"]
+__all__ = [
+    "QUICK",
+    "Stats",
+    "bare_socket_ping",
+    "interleaved",
+    "load",
+    "report",
+    "report_against",
+]
 
 QUICK = os.environ.get("QGA_BENCH_QUICK") == "1"
 """Set by ``python -m bench --quick``: fewer batches, same contenders."""
@@ -37,6 +45,28 @@ class Stats:
     @property
     def high(self) -> float:
         return max(self.samples)
+
+
+def bare_socket_ping(path: str) -> bytes:
+    """The floor of a ping over a socket: connect, 0xFF + guest-sync-delimited and
+    guest-ping sent together, read up to the ping's reply, close.
+
+    Self-contained (its own imports), so that ``bench.startup`` runs its source as a
+    whole process and ``bench.connect`` calls it in a loop: one floor for both.
+    """
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(path)
+        s.sendall(
+            b'\xff{"execute":"guest-sync-delimited","arguments":{"id":4242}}\n'
+            b'{"execute":"guest-ping","id":7}\n'
+        )
+        data = b""
+        while b'"id": 7' not in data and b'"id":7' not in data:
+            data += s.recv(65536)
+        s.shutdown(socket.SHUT_RDWR)
+    return data
 
 
 def load() -> str:
@@ -96,4 +126,32 @@ def report(
         worst = max(ratio for name, ratio in ratios.items() if name != baseline)
         verdict = "ok" if worst <= target else "OVER"
         print(f"  worst ratio to {baseline!r}: {worst:.2f} (target <= {target:g}: {verdict})")
+    return ratios
+
+
+def report_against(
+    title: str,
+    stats: Mapping[str, Stats],
+    floors: Mapping[str, tuple[str, float | None]],
+    *,
+    before: str = "",
+) -> dict[str, float]:
+    """Print every contender against its own floor: ``floors`` maps a contender to
+    (its floor, its target ratio or None); floors are printed as they are. Returns the
+    ratios of the contenders that have a floor."""
+    print(f"{title}  [{before + ' -> ' if before else ''}{load()}]")
+    width = max(map(len, stats))
+    ratios = {}
+    for name, stat in stats.items():
+        line = (
+            f"  {name:{width}s} {stat.median * 1e3:8.1f} ms  "
+            f"[{stat.low * 1e3:.1f}-{stat.high * 1e3:.1f}]"
+        )
+        if name in floors:
+            floor, target = floors[name]
+            ratios[name] = ratio = stat.median / stats[floor].median
+            line += f"  x{ratio:.2f} of {floor!r}"
+            if target is not None:
+                line += f" (target <= {target:g}: {'ok' if ratio <= target else 'OVER'})"
+        print(line)
     return ratios

@@ -1,40 +1,38 @@
-"""Start-up: whole processes, as people run them, against bare Python scripts.
+"""Start-up: whole processes, as people run them, each against its floor.
 
-Every contender is one process from start to exit, timed from the parent, in
-interleaved batches: `python -c pass` (the interpreter's floor), a bare script that
-does what `qga --socket S ping` does (connect, 0xFF + guest-sync-delimited, ping), the
-`qga` command itself, `qga --version`, and `import qga_libvirt`. In a full run it also
-boots a tiny guest and compares `qga DOM ping` / `qga DOM osinfo` with a bare
-libvirt-python script (open, lookup, qemuAgentCommand) and with virsh.
+Every contender is one process from start to exit, timed from the parent, all in one set
+of interleaved batches, each printed against its floor (issue 13's start-up rows), with
+bytecode cached as in an installed package:
+
+- ``qga --socket S ping`` against a bare Python script doing the same connect, 0xFF +
+  guest-sync-delimited, ping (:func:`bench.harness.bare_socket_ping`, run as a script);
+- ``import qga_libvirt``, ``qga --version`` and ``qga --help`` against ``python -c pass``;
+- in a full run (it boots a tiny guest), ``qga DOM ping`` and ``qga DOM osinfo`` against
+  a bare libvirt-python script doing the same open, lookup and qemuAgentCommand, and
+  virsh qemu-agent-command as a peer.
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import os
+import resource
 import subprocess
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from qga_libvirt.testing import HostAgent
 
-from .harness import QUICK, interleaved, load, report
+from .harness import QUICK, Stats, bare_socket_ping, interleaved, load, report_against
 
 PYTHON = sys.executable
 QGA = str(Path(PYTHON).with_name("qga"))
 ROOT = Path(__file__).resolve().parent.parent
 
-BARE_SOCKET = """
-import json, socket, sys
-s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-s.connect(sys.argv[1])
-s.sendall(b'\\xff{"execute":"guest-sync-delimited","arguments":{"id":4242}}\\n'
-          b'{"execute":"guest-ping","id":7}\\n')
-data = b""
-while b'"id": 7' not in data and b'"id":7' not in data:
-    data += s.recv(65536)
-s.close()
-"""
+BARE_SOCKET = f"{inspect.getsource(bare_socket_ping)}\nimport sys\nbare_socket_ping(sys.argv[1])\n"
 
 BARE_LIBVIRT = """
 import sys, libvirt, libvirt_qemu
@@ -44,42 +42,39 @@ dom = conn.lookupByName(sys.argv[1])
 print(libvirt_qemu.qemuAgentCommand(dom, sys.argv[2], 5, 0))
 """
 
+PASS = "python -c pass"
+BARE_SOCKET_NAME = "bare script: connect, resync, ping"
+BARE_PING = "bare libvirt-python: ping"
+BARE_OSINFO = "bare libvirt-python: osinfo"
 
-def process(*argv: str) -> Callable[[], object]:
+
+# As installed: bytecode cached (pip compiles what it installs). This environment may set
+# PYTHONDONTWRITEBYTECODE, which would time compiling every module of the checkout; the
+# cache goes to a directory of its own (filled by the warm-up runs), not into the tree.
+ENV = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+ENV["PYTHONPYCACHEPREFIX"] = tempfile.mkdtemp(prefix="qga-bench-pycache-")
+
+
+CPU: dict[str, list[float]] = {}
+"""CPU seconds (user + system) of each run of each contender: less noisy than wall time
+on a loaded machine."""
+
+
+def process(name: str, *argv: str) -> Callable[[], object]:
     def run() -> object:
-        return subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        done = subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=ENV)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        used = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+        CPU.setdefault(name, []).append(used)
+        return done
 
     return run
 
 
-def main() -> dict[str, float]:
-    batches = 6 if QUICK else 20
-    ratios: dict[str, float] = {}
-    with HostAgent() as host:
-        sock = str(host.socket)
-        before = load()
-        stats = interleaved(
-            {
-                "python -c pass": process(PYTHON, "-c", "pass"),
-                "bare script: connect, resync, ping": process(PYTHON, "-c", BARE_SOCKET, sock),
-                "qga --socket S ping": process(QGA, "--socket", sock, "ping"),
-                "qga --version": process(QGA, "--version"),
-                "python -c 'import qga_libvirt'": process(PYTHON, "-c", "import qga_libvirt"),
-            },
-            batches,
-        )
-        ratios = report(
-            f"whole processes, host qemu-ga socket, {batches} interleaved runs each:",
-            stats,
-            "bare script: connect, resync, ping",
-            before=before,
-        )
-    if not QUICK:
-        ratios.update(_libvirt(batches))
-    return ratios
-
-
-def _libvirt(batches: int) -> dict[str, float]:
+@contextlib.contextmanager
+def _guest() -> Iterator[str]:
+    """A running tiny guest whose agent answers, through libvirt."""
     from qga_libvirt import GuestAgent
     from qga_libvirt.discovery import open_connection
     from scripts import tinyguest
@@ -90,27 +85,65 @@ def _libvirt(batches: int) -> dict[str, float]:
     tinyguest.start(conn, name, agent="libvirt", data_disk=False)
     try:
         GuestAgent.from_domain(name, conn).wait_for_agent(180)
-        ping = '{"execute":"guest-ping"}'
-        osinfo = '{"execute":"guest-get-osinfo"}'
-        before = load()
-        stats = interleaved(
-            {
-                "bare libvirt-python: ping": process(PYTHON, "-c", BARE_LIBVIRT, name, ping),
-                "bare libvirt-python: osinfo": process(PYTHON, "-c", BARE_LIBVIRT, name, osinfo),
-                "qga DOM ping": process(QGA, name, "ping"),
-                "qga DOM osinfo": process(QGA, name, "osinfo"),
-                "virsh qemu-agent-command": process("virsh", "qemu-agent-command", name, ping),
-            },
-            batches,
-        )
-        return report(
-            f"whole processes, libvirt domain, {batches} interleaved runs each:",
-            stats,
-            "bare libvirt-python: ping",
-            before=before,
-        )
+        yield name
     finally:
         tinyguest.destroy(conn, name)
+
+
+def main() -> dict[str, float]:
+    batches = 6 if QUICK else 20
+    with HostAgent() as host, contextlib.ExitStack() as stack:
+        sock = str(host.socket)
+        commands: dict[str, tuple[str, ...]] = {
+            PASS: (PYTHON, "-c", "pass"),
+            BARE_SOCKET_NAME: (PYTHON, "-c", BARE_SOCKET, sock),
+            "qga --socket S ping": (QGA, "--socket", sock, "ping"),
+            "python -c 'import qga_libvirt'": (PYTHON, "-c", "import qga_libvirt"),
+            "qga --version": (QGA, "--version"),
+            "qga --help": (QGA, "--help"),
+        }
+        floors: dict[str, tuple[str, float | None]] = {
+            "qga --socket S ping": (BARE_SOCKET_NAME, 1.5),
+            "python -c 'import qga_libvirt'": (PASS, None),
+            "qga --version": (PASS, None),
+            "qga --help": (PASS, None),
+        }
+        where = "host qemu-ga socket"
+        if not QUICK:
+            name = stack.enter_context(_guest())
+            ping = '{"execute":"guest-ping"}'
+            osinfo = '{"execute":"guest-get-osinfo"}'
+            commands |= {
+                BARE_PING: (PYTHON, "-c", BARE_LIBVIRT, name, ping),
+                BARE_OSINFO: (PYTHON, "-c", BARE_LIBVIRT, name, osinfo),
+                "qga DOM ping": (QGA, name, "ping"),
+                "qga DOM osinfo": (QGA, name, "osinfo"),
+                "virsh qemu-agent-command ping": (
+                    *("virsh", "-c", "qemu:///system", "qemu-agent-command"),
+                    *(name, ping),
+                ),
+            }
+            floors |= {
+                "qga DOM ping": (BARE_PING, 1.3),
+                "qga DOM osinfo": (BARE_OSINFO, 2.0),
+                BARE_OSINFO: (BARE_PING, None),
+                "virsh qemu-agent-command ping": (BARE_PING, None),
+            }
+            where += " and a tiny guest through libvirt"
+        before = load()
+        stats = interleaved(
+            {name: process(name, *argv) for name, argv in commands.items()}, batches
+        )
+        ratios = report_against(
+            f"whole processes, {where}, {batches} interleaved runs each:",
+            stats,
+            floors,
+            before=before,
+        )
+        cpu = {name: Stats(tuple(values[1:])) for name, values in CPU.items()}  # no warm-up
+        cpu_ratios = report_against("  the same, CPU (user + system) per process:", cpu, floors)
+        ratios |= {f"{name} (CPU)": ratio for name, ratio in cpu_ratios.items()}
+        return ratios
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from .commands import (
     by_wire_name,
     known_wire_names,
 )
+from .enums import FsfreezeStatus
 from .errors import (
     AgentCommandError,
     Availability,
@@ -27,7 +28,6 @@ from .errors import (
     GuestAgentError,
     agent_error,
 )
-from .models import AgentInfo, FsfreezeStatus, OsInfo
 from .operations.credentials import CredentialOps
 from .operations.freeze import FreezeOps
 from .operations.power import PowerOps
@@ -37,6 +37,7 @@ from .transports.base import Request, Transport
 from .transports.socket import DEFAULT_IDLE_TIMEOUT, SocketTransport
 
 if TYPE_CHECKING:
+    from .models import AgentInfo, OsInfo
     from .transports.domain import Backend
 
 __all__ = ["DEFAULT_TIMEOUT", "GuestAgent"]
@@ -181,9 +182,11 @@ class GuestAgent(RunOps, FreezeOps, PowerOps, CredentialOps):
         reply = self._execute(request, self.timeout)
         if reply.is_error:
             raise self._error(request, reply)
-        if command.reply is None:
+        if not command.returns:
             return None
         value = command.parse(reply.value)
+        from .models import AgentInfo, OsInfo  # parse() imported them
+
         if isinstance(value, AgentInfo):
             self._shared.info = value
         elif isinstance(value, OsInfo):

@@ -23,40 +23,21 @@ import enum
 import importlib
 import inspect
 import os
+import sys
+import types
+import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
-
+from .enums import CaptureOutputMode, FsfreezeStatus, SeekWhence, ShutdownMode
 from .errors import InvalidArgumentError, ProtocolError
-from .models import (
-    AgentInfo,
-    CaptureOutputMode,
-    CpuStats,
-    DeviceInfo,
-    DiskInfo,
-    DiskStatsInfo,
-    ExecStatus,
-    FileRead,
-    FileSeek,
-    FilesystemInfo,
-    FileWrite,
-    FsfreezeStatus,
-    FstrimResult,
-    LoadAverage,
-    LogicalProcessor,
-    MemoryBlock,
-    MemoryBlockResponse,
-    NetworkInterface,
-    NetworkRoute,
-    OsInfo,
-    SeekWhence,
-    ShutdownMode,
-    Timezone,
-    User,
-)
 from .protocol import Base64Text
+
+if TYPE_CHECKING:
+    from pydantic import TypeAdapter
+
+    from . import models
 
 __all__ = [
     "Arguments",
@@ -143,6 +124,17 @@ class Facts:
         return None
 
 
+def _import_models() -> None:
+    """Bind :mod:`qga_libvirt.models` here, for the declarations that name its types
+    (``lambda: models.OsInfo``, ``Sequence[models.LogicalProcessor]``).
+
+    Not imported with this module: pydantic and the models cost ~100 ms, and most
+    processes parse one reply or none (a ping).
+    """
+    global models
+    from . import models
+
+
 class Command(Generic[P, R]):
     """One declared command; on an agent object it is the typed method."""
 
@@ -156,12 +148,38 @@ class Command(Generic[P, R]):
     ) -> None:
         self.wire = wire
         self.build = build
-        self.reply = reply
+        self._reply = reply
         self.facts = facts
         self.unwrap = unwrap
         self.method = build.__name__
         self.doc = inspect.cleandoc(build.__doc__ or "")
         self._adapter: TypeAdapter[R] | None = None
+
+    @property
+    def returns(self) -> bool:
+        """Whether the call returns the reply's value (a reply type is declared)."""
+        return self._reply is not None
+
+    @property
+    def reply(self) -> Any:
+        """The reply type, None when the value is ignored.
+
+        A declaration may give it as a function that returns it (``lambda: models.OsInfo``):
+        it is called here, the first time the type is needed, so that importing the
+        declarations does not import the models (and pydantic, ~100 ms).
+        """
+        if isinstance(self._reply, types.FunctionType):
+            _import_models()
+            self._reply = self._reply()
+        return self._reply
+
+    def argument_types(self) -> dict[str, Any]:
+        """The declaration's parameter types, resolved (:func:`typing.get_type_hints`)."""
+        try:
+            return typing.get_type_hints(self.build)
+        except NameError:  # it names the models, imported on first use
+            _import_models()
+            return typing.get_type_hints(self.build)
 
     @property
     def summary(self) -> str:
@@ -208,13 +226,15 @@ class Command(Generic[P, R]):
         Raises:
             ProtocolError: the reply breaks the schema; the reply is attached.
         """
-        if self.reply is None:
+        if not self.returns:
             return None  # type: ignore[return-value]
         inner = value
         if self.unwrap is not None:
             if not isinstance(value, dict) or self.unwrap not in value:
                 raise self._mismatch(value, f"expected an object with {self.unwrap!r}", ())
             inner = value[self.unwrap]
+        from pydantic import TypeAdapter, ValidationError
+
         if self._adapter is None:
             self._adapter = TypeAdapter(self.reply)
         try:
@@ -236,7 +256,8 @@ class Command(Generic[P, R]):
 def _encode(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return value.value
-    if isinstance(value, BaseModel):
+    pydantic = sys.modules.get("pydantic")  # a model means pydantic is imported: not before
+    if pydantic is not None and isinstance(value, pydantic.BaseModel):
         return value.model_dump(by_alias=True, exclude_none=True, mode="json")
     if isinstance(value, list | tuple):
         return [_encode(item) for item in value]
@@ -253,10 +274,18 @@ def command(
 def command(
     wire: str, reply: type[R], facts: Facts, *, unwrap: str | None = None
 ) -> Callable[[Callable[P, Arguments]], Command[P, R]]: ...
+@overload
+def command(
+    wire: str, reply: Callable[[], type[R]], facts: Facts, *, unwrap: str | None = None
+) -> Callable[[Callable[P, Arguments]], Command[P, R]]: ...
 def command(
     wire: str, reply: Any, facts: Facts, *, unwrap: str | None = None
 ) -> Callable[[Callable[P, Arguments]], Command[P, Any]]:
     """Declare a command: wire name, reply type (None when the value is ignored), facts.
+
+    The reply type may be given as a function that returns it (``lambda: MyModel``),
+    called when the first reply is parsed: a module of declarations then need not
+    import its models (and pydantic) before a call needs them.
 
     ``unwrap`` names the one member of a reply object whose value is the result (for the
     replies that only wrap one value); the reply type is then that member's type.
@@ -305,7 +334,7 @@ class Commands:
         """Check that the agent answers: nothing comes back, or an error when it does not."""
         return None
 
-    @command("guest-info", AgentInfo, Facts("0.15", frozen_safe=True))
+    @command("guest-info", lambda: models.AgentInfo, Facts("0.15", frozen_safe=True))
     def info() -> Arguments:
         """The agent's version and every command it knows, with enabled/success-response."""
         return None
@@ -383,17 +412,17 @@ class Commands:
         """Close a file opened with file_open."""
         return {"handle": handle}
 
-    @command("guest-file-read", FileRead, Facts("0.15"))
+    @command("guest-file-read", lambda: models.FileRead, Facts("0.15"))
     def file_read(handle: int, count: int | None = None) -> Arguments:
         """Read up to ``count`` bytes (agent default 4096, at most 48 MiB) from a file."""
         return {"handle": handle, "count": count}
 
-    @command("guest-file-write", FileWrite, Facts("0.15", changes_guest=True))
+    @command("guest-file-write", lambda: models.FileWrite, Facts("0.15", changes_guest=True))
     def file_write(handle: int, data: bytes, count: int | None = None) -> Arguments:
         """Write ``data`` (or its first ``count`` bytes) to a file."""
         return {"handle": handle, "buf-b64": b64(data), "count": count}
 
-    @command("guest-file-seek", FileSeek, Facts("0.15"))
+    @command("guest-file-seek", lambda: models.FileSeek, Facts("0.15"))
     def file_seek(handle: int, offset: int, whence: SeekWhence | int = SeekWhence.SET) -> Arguments:
         """Move a file's position, as fseek(3), and return the new position.
 
@@ -454,7 +483,7 @@ class Commands:
 
     @command(
         "guest-fstrim",
-        list[FstrimResult],
+        lambda: list[models.FstrimResult],
         Facts("1.2", platforms="Linux, Windows", changes_guest=True),
         unwrap="paths",
     )
@@ -467,17 +496,25 @@ class Commands:
         """
         return {"minimum": minimum}
 
-    @command("guest-get-fsinfo", list[FilesystemInfo], Facts("2.2", platforms="Linux, Windows"))
+    @command(
+        "guest-get-fsinfo",
+        lambda: list[models.FilesystemInfo],
+        Facts("2.2", platforms="Linux, Windows"),
+    )
     def get_fsinfo() -> Arguments:
         """The mounted filesystems, with their sizes and the disks they lie on."""
         return None
 
-    @command("guest-get-disks", list[DiskInfo], Facts("5.2", platforms="Linux, Windows"))
+    @command(
+        "guest-get-disks", lambda: list[models.DiskInfo], Facts("5.2", platforms="Linux, Windows")
+    )
     def get_disks() -> Arguments:
         """The guest's disks and partitions, with their addresses and SMART data."""
         return None
 
-    @command("guest-get-diskstats", list[DiskStatsInfo], Facts("7.1", platforms="Linux"))
+    @command(
+        "guest-get-diskstats", lambda: list[models.DiskStatsInfo], Facts("7.1", platforms="Linux")
+    )
     def get_diskstats() -> Arguments:
         """I/O counters of every block device."""
         return None
@@ -519,7 +556,7 @@ class Commands:
             "capture-output": capture_output or None,
         }
 
-    @command("guest-exec-status", ExecStatus, Facts("2.5"))
+    @command("guest-exec-status", lambda: models.ExecStatus, Facts("2.5"))
     def exec_status(pid: int) -> Arguments:
         """Whether a guest-exec process exited, with its code and captured output.
 
@@ -529,7 +566,7 @@ class Commands:
 
     # --- the system -------------------------------------------------------------------
 
-    @command("guest-get-osinfo", OsInfo, Facts("2.10"))
+    @command("guest-get-osinfo", lambda: models.OsInfo, Facts("2.10"))
     def get_osinfo() -> Arguments:
         """The guest's operating system: kernel (uname) and distribution (os-release)."""
         return None
@@ -539,41 +576,43 @@ class Commands:
         """The guest's host name (not necessarily fully qualified)."""
         return None
 
-    @command("guest-get-timezone", Timezone, Facts("2.10"))
+    @command("guest-get-timezone", lambda: models.Timezone, Facts("2.10"))
     def get_timezone() -> Arguments:
         """The guest's timezone name and its offset from UTC."""
         return None
 
-    @command("guest-get-users", list[User], Facts("2.10"))
+    @command("guest-get-users", lambda: list[models.User], Facts("2.10"))
     def get_users() -> Arguments:
         """The users logged in to the guest, each once, with their earliest login time."""
         return None
 
-    @command("guest-get-load", LoadAverage, Facts("10.0"))
+    @command("guest-get-load", lambda: models.LoadAverage, Facts("10.0"))
     def get_load() -> Arguments:
         """The guest's 1, 5 and 15 minute load averages."""
         return None
 
-    @command("guest-get-cpustats", list[CpuStats], Facts("7.1", platforms="Linux"))
+    @command("guest-get-cpustats", lambda: list[models.CpuStats], Facts("7.1", platforms="Linux"))
     def get_cpustats() -> Arguments:
         """Time spent by each CPU in each state, in milliseconds."""
         return None
 
-    @command("guest-get-devices", list[DeviceInfo], Facts("5.2", platforms="Windows"))
+    @command(
+        "guest-get-devices", lambda: list[models.DeviceInfo], Facts("5.2", platforms="Windows")
+    )
     def get_devices() -> Arguments:
         """The guest's devices and their drivers."""
         return None
 
     # --- network ----------------------------------------------------------------------
 
-    @command("guest-network-get-interfaces", list[NetworkInterface], Facts("1.1"))
+    @command("guest-network-get-interfaces", lambda: list[models.NetworkInterface], Facts("1.1"))
     def network_get_interfaces() -> Arguments:
         """The guest's network interfaces, with their addresses and counters."""
         return None
 
     @command(
         "guest-network-get-route",
-        list[NetworkRoute],
+        lambda: list[models.NetworkRoute],
         Facts("9.1", platforms="Linux (9.1), Windows (11.0)"),
     )
     def network_get_route() -> Arguments:
@@ -582,13 +621,17 @@ class Commands:
 
     # --- virtual hardware -------------------------------------------------------------
 
-    @command("guest-get-vcpus", list[LogicalProcessor], Facts("1.5", platforms="Linux, Windows"))
+    @command(
+        "guest-get-vcpus",
+        lambda: list[models.LogicalProcessor],
+        Facts("1.5", platforms="Linux, Windows"),
+    )
     def get_vcpus() -> Arguments:
         """The guest's logical processors, online or not, and whether they can go offline."""
         return None
 
     @command("guest-set-vcpus", int, Facts("1.5", platforms="Linux", changes_guest=True))
-    def set_vcpus(vcpus: Sequence[LogicalProcessor]) -> Arguments:
+    def set_vcpus(vcpus: Sequence[models.LogicalProcessor]) -> Arguments:
         """Bring vCPUs online or offline, in order; returns how many were processed.
 
         A result below the number of vCPUs given means the next one failed (send again
@@ -596,17 +639,19 @@ class Commands:
         """
         return {"vcpus": [{"logical-id": v.logical_id, "online": v.online} for v in vcpus]}
 
-    @command("guest-get-memory-blocks", list[MemoryBlock], Facts("2.3", platforms="Linux"))
+    @command(
+        "guest-get-memory-blocks", lambda: list[models.MemoryBlock], Facts("2.3", platforms="Linux")
+    )
     def get_memory_blocks() -> Arguments:
         """The guest's memory blocks, online or not, and whether they can go offline."""
         return None
 
     @command(
         "guest-set-memory-blocks",
-        list[MemoryBlockResponse],
+        lambda: list[models.MemoryBlockResponse],
         Facts("2.3", platforms="Linux", changes_guest=True),
     )
-    def set_memory_blocks(blocks: Sequence[MemoryBlock]) -> Arguments:
+    def set_memory_blocks(blocks: Sequence[models.MemoryBlock]) -> Arguments:
         """Bring memory blocks online or offline; one response per block, in order.
 
         Whether one can go offline is not sent. An empty list back means nothing was

@@ -26,7 +26,9 @@ import libvirt
 from lxml import etree
 from pydantic import BaseModel, ConfigDict
 
+from . import quiet
 from .errors import DomainNotFoundError, Hint, LibvirtConnectionError, LibvirtError, Remedy
+from .quiet import quiet_libvirt_errors
 
 __all__ = [
     "AGENT_CHANNEL_NAME",
@@ -57,24 +59,8 @@ _STATES: Final = {
 }
 
 
-_quiet = False
-
-
 def _silence(_ctx: object, _error: object) -> None:
     """libvirt's default handler prints every error to stderr; ours carry it instead."""
-
-
-def quiet_libvirt_errors() -> None:
-    """For a program that owns its process (``qga``, ``qga-mcp``): from the next
-    connection this module opens on, libvirt's errors are no longer printed on stderr.
-
-    libvirt prints every error it raises through ONE process-wide handler
-    (``libvirt.registerErrorHandler``), and cannot give that handler back. The library
-    therefore never replaces it by itself: an application that wants quiet registers its
-    own, or calls this. The errors raised here carry libvirt's words either way.
-    """
-    global _quiet
-    _quiet = True
 
 
 class _Frozen(BaseModel):
@@ -163,7 +149,7 @@ def open_connection(uri: str | None = None, *, shared: bool = True) -> Any:
         conn = _connections.get(uri) if shared else None
         if conn is not None and conn.isAlive():
             return conn
-        if _quiet:
+        if quiet.wanted():
             libvirt.registerErrorHandler(_silence, None)
         try:
             conn = libvirt.open(uri)

@@ -75,7 +75,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 if TYPE_CHECKING:
-    from .operations.run import RunHandle, RunResult
+    from .models import RunHandle, RunResult
 
 __all__ = [
     "ERR_CANNOT_READ",

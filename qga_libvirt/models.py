@@ -12,14 +12,18 @@ this version does not know.
 
 Bytes are bytes: the agent's base64 fields are :data:`Base64Bytes`, decoded here and
 nowhere else.
+
+The enums live in :mod:`qga_libvirt.enums` (plain Python, no pydantic) and are
+re-exported here; so are the results of ``run()`` (:class:`RunResult`,
+:class:`RunHandle`). Importing this module imports pydantic (~100 ms): the rest of the
+library imports it when a reply is parsed, not before.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import enum
-from typing import Annotated, Any, Self
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -30,6 +34,19 @@ from pydantic import (
     PlainSerializer,
     Tag,
     model_validator,
+)
+
+from .enums import (
+    CaptureOutputMode,
+    CpuStatsType,
+    DeviceType,
+    DiskBusType,
+    FsfreezeStatus,
+    IpAddressType,
+    MemoryBlockResponseType,
+    OpenEnum,
+    SeekWhence,
+    ShutdownMode,
 )
 
 __all__ = [
@@ -77,6 +94,8 @@ __all__ = [
     "OtherDiskSmart",
     "PciAddress",
     "PciDeviceId",
+    "RunHandle",
+    "RunResult",
     "SeekWhence",
     "ShutdownMode",
     "Timezone",
@@ -134,29 +153,6 @@ Base64Bytes = Annotated[
 """Bytes that travel as base64 text: decoded when read, encoded when dumped to JSON."""
 
 
-class OpenEnum(enum.StrEnum):
-    """A string enum that also holds the values a newer agent adds.
-
-    ``DiskBusType("cxl")`` is not an error: it makes a member on the fly, an instance of
-    the enum equal to its string, whose :attr:`known` is False. Comparisons with the
-    declared members and with plain strings work as usual.
-    """
-
-    @classmethod
-    def _missing_(cls, value: object) -> Self | None:
-        if not isinstance(value, str):
-            return None
-        member = str.__new__(cls, value)
-        member._name_ = value
-        member._value_ = value
-        return member
-
-    @property
-    def known(self) -> bool:
-        """Whether this version of the library declares the value."""
-        return self._value_ in type(self)._value2member_map_
-
-
 def _by_tag(field: str, *known: str) -> Discriminator:
     """Pick a tagged union's member by ``field``; a tag not in ``known`` picks "other"."""
 
@@ -192,26 +188,7 @@ class AgentInfo(Model):
         return None
 
 
-# --- power ----------------------------------------------------------------------------
-
-
-class ShutdownMode(enum.StrEnum):
-    """How guest-shutdown stops the guest."""
-
-    HALT = "halt"
-    POWERDOWN = "powerdown"
-    REBOOT = "reboot"
-
-
 # --- files ----------------------------------------------------------------------------
-
-
-class SeekWhence(enum.StrEnum):
-    """What a guest-file-seek offset is relative to (the wire also takes 0, 1, 2)."""
-
-    SET = "set"
-    CUR = "cur"
-    END = "end"
 
 
 class FileRead(Model):
@@ -239,13 +216,6 @@ class FileSeek(Model):
 # --- filesystems and disks ------------------------------------------------------------
 
 
-class FsfreezeStatus(OpenEnum):
-    """Whether the guest's filesystems are frozen (guest-fsfreeze-status)."""
-
-    THAWED = "thawed"
-    FROZEN = "frozen"
-
-
 class FstrimResult(Model):
     """What guest-fstrim did for one mount point; ``error`` says why it failed."""
 
@@ -253,31 +223,6 @@ class FstrimResult(Model):
     trimmed: int | None = None
     minimum: int | None = None
     error: str | None = None
-
-
-class DiskBusType(OpenEnum):
-    """The bus a disk hangs on."""
-
-    IDE = "ide"
-    FDC = "fdc"
-    SCSI = "scsi"
-    VIRTIO = "virtio"
-    XEN = "xen"
-    USB = "usb"
-    UML = "uml"
-    SATA = "sata"
-    SD = "sd"
-    UNKNOWN = "unknown"
-    IEEE1394 = "ieee1394"
-    SSA = "ssa"
-    FIBRE = "fibre"
-    RAID = "raid"
-    ISCSI = "iscsi"
-    SAS = "sas"
-    MMC = "mmc"
-    VIRTUAL = "virtual"
-    FILE_BACKED_VIRTUAL = "file-backed-virtual"
-    NVME = "nvme"
 
 
 class PciAddress(Model):
@@ -411,17 +356,6 @@ class DiskStatsInfo(Model):
 
 # --- processes ------------------------------------------------------------------------
 
-
-class CaptureOutputMode(enum.StrEnum):
-    """Which output guest-exec captures (modes need agent 8.0; ``True`` means separated)."""
-
-    NONE = "none"
-    STDOUT = "stdout"
-    STDERR = "stderr"
-    SEPARATED = "separated"
-    MERGED = "merged"
-
-
 EXEC_OUTPUT_LIMIT = 16 << 20
 """Bytes the agent keeps per captured stream; past it the stream is cut."""
 
@@ -502,12 +436,6 @@ class LoadAverage(Model):
     load15m: float
 
 
-class CpuStatsType(OpenEnum):
-    """The kind of CPU statistics: which operating system they come from."""
-
-    LINUX = "linux"
-
-
 class LinuxCpuStats(Model):
     """One Linux CPU's times, in milliseconds; the newer counters may be None."""
 
@@ -536,12 +464,6 @@ CpuStats = Annotated[
     _by_tag("type", "linux"),
 ]
 """One CPU's statistics, by operating system."""
-
-
-class DeviceType(OpenEnum):
-    """The kind of a device id."""
-
-    PCI = "pci"
 
 
 class PciDeviceId(Model):
@@ -575,13 +497,6 @@ class DeviceInfo(Model):
 
 
 # --- network --------------------------------------------------------------------------
-
-
-class IpAddressType(OpenEnum):
-    """An IP version."""
-
-    IPV4 = "ipv4"
-    IPV6 = "ipv6"
 
 
 class IpAddress(Model):
@@ -654,18 +569,89 @@ class MemoryBlock(Model):
     can_offline: bool | None = None
 
 
-class MemoryBlockResponseType(OpenEnum):
-    """How setting one memory block went."""
-
-    SUCCESS = "success"
-    NOT_FOUND = "not-found"
-    OPERATION_NOT_SUPPORTED = "operation-not-supported"
-    OPERATION_FAILED = "operation-failed"
-
-
 class MemoryBlockResponse(Model):
     """The result for one block of guest-set-memory-blocks; ``error_code`` is an errno."""
 
     phys_index: int
     response: MemoryBlockResponseType
     error_code: int | None = None
+
+
+# --- run() ----------------------------------------------------------------------------
+
+
+class RunResult(BaseModel):
+    """A finished guest process: how it ended and what it wrote.
+
+    ``stdout``/``stderr`` are bytes (empty when not captured; base64 in JSON dumps);
+    :meth:`stdout_text` decodes them (Windows guests: pass their code page, e.g.
+    ``"cp850"`` or ``"utf-16-le"``). ``exitcode`` is None when a signal (``signal``)
+    ended the process. ``duration`` is seconds from the start to the status that showed
+    the exit, so it is precise to the polling interval.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    argv: tuple[str, ...]
+    pid: int
+    exitcode: int | None
+    signal: int | None
+    stdout: Base64Bytes = b""
+    stderr: Base64Bytes = b""
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    duration: float
+
+    @property
+    def ok(self) -> bool:
+        """Exited with code 0."""
+        return self.exitcode == 0 and self.signal is None
+
+    def stdout_text(self, encoding: str = "utf-8", errors: str = "replace") -> str:
+        """``stdout`` decoded; undecodable bytes become U+FFFD unless ``errors`` says otherwise."""
+        return self.stdout.decode(encoding, errors)
+
+    def stderr_text(self, encoding: str = "utf-8", errors: str = "replace") -> str:
+        """``stderr`` decoded, as :meth:`stdout_text`."""
+        return self.stderr.decode(encoding, errors)
+
+    def describe(self) -> str:
+        """How it ended, in words: ``exit code 3``, ``killed by signal 9``."""
+        if self.signal is not None:
+            return f"killed by signal {self.signal}"
+        return f"exit code {self.exitcode}"
+
+
+class RunHandle(BaseModel):
+    """A guest process started by :meth:`RunOps.run`: what it takes to finish it later.
+
+    Plain data that outlives the agent object and the process that started the command:
+    :meth:`dumps` it (JSON), :meth:`loads` it elsewhere, and give it to
+    :meth:`RunOps.collect` (wait for the result) or :meth:`RunOps.cancel` (kill the
+    process, remove its capture files) of any agent object of the same guest.
+    :attr:`CommandTimeoutError.handle <qga_libvirt.errors.CommandTimeoutError>` is one.
+
+    ``files``: the guest files holding its stdout and stderr (capture in files), empty
+    when the agent captures them. ``started``: wall-clock time (``time.time()``).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    pid: int
+    argv: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    capture: bool = True
+    started: float = 0.0
+
+    def dumps(self) -> str:
+        """The handle as JSON text."""
+        return self.model_dump_json()
+
+    @classmethod
+    def loads(cls, text: str | bytes) -> RunHandle:
+        """A handle from :meth:`dumps`' text.
+
+        Raises:
+            ValueError: the text is not a handle.
+        """
+        return cls.model_validate_json(text)

@@ -145,7 +145,7 @@ def _returns(cmd: Command[Any, Any]) -> str:
 
 
 def _hints(cmd: Command[Any, Any]) -> dict[str, Any]:
-    return typing.get_type_hints(cmd.build, include_extras=True)
+    return cmd.argument_types()
 
 
 def _param(p: inspect.Parameter, hint: Any) -> str:

@@ -51,6 +51,7 @@ from qga_libvirt.models import (
     SeekWhence,
     ShutdownMode,
 )
+from qga_libvirt.protocol import Base64Text
 
 # The 44 commands of the reference table (QEMU 10/11), copied from it.
 REFERENCE = frozenset(
@@ -142,8 +143,15 @@ def fake_agent(
 
 
 def sent(transport: FakeTransport, index: int = -1) -> tuple[str, Any]:
+    """The command and its arguments as the wire has them (base64 as its text)."""
     request = transport.requests[index]
-    return request.command, request.arguments
+    arguments = request.arguments
+    if arguments is not None:
+        arguments = {
+            key: str(value) if isinstance(value, Base64Text) else value
+            for key, value in arguments.items()
+        }
+    return request.command, arguments
 
 
 # --- the declarations -----------------------------------------------------------------

@@ -16,26 +16,20 @@ quick however many commands there are.
 from __future__ import annotations
 
 import argparse
-import difflib
 import functools
-import logging
 import os
 import sys
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from ..commands import all_commands, load_user_commands, user_commands
-from ..discovery import quiet_libvirt_errors
 from ..errors import GuestAgentError
+from ..quiet import quiet_libvirt_errors
 from ..transports.domain import BACKENDS
 from . import exits
 from .completion import SHELLS, Words, render
 from .core import Context, Outcome, Runner, Subcommand
-from .derive import wire_subcommand
-from .helpers import HELPERS, parse_guest_spec
 from .inputs import UsageError
 from .messages import error_text
 from .output import Output, table
@@ -100,6 +94,24 @@ def _version() -> str:
     return installed_version() or "(not installed)"
 
 
+class _VersionAction(argparse.Action):
+    """``--version``, read when asked: importlib.metadata costs more than the rest of a
+    ping's start-up."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(
+            option_strings,
+            argparse.SUPPRESS,
+            nargs=0,
+            default=argparse.SUPPRESS,
+            help="show program's version number and exit",
+        )
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        print(f"{parser.prog} {_version()}")
+        parser.exit()
+
+
 def _output_options(parser: argparse.ArgumentParser, *, after: bool) -> None:
     """--json, --debug, --timeout: before the command, or (``after``) among its arguments."""
     default = argparse.SUPPRESS if after else None
@@ -154,7 +166,7 @@ def top_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     parser.add_argument("-h", "--help", action="store_true", help="show this help")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     parser.add_argument(
         "-c",
         "--connect",
@@ -179,7 +191,7 @@ def top_parser() -> argparse.ArgumentParser:
 
 def subcommand_parser(sub: Subcommand, prog: str) -> argparse.ArgumentParser:
     """The parser of one subcommand's arguments."""
-    parser = _parser(prog, sub.description or sub.summary, parents=[_output_parent()])
+    parser = _parser(prog, sub.help, parents=[_output_parent()])
     sub.arguments(parser)
     parser.usage = f"{prog} {synopsis(parser)}".rstrip()
     return parser
@@ -221,6 +233,9 @@ def synopsis(parser: argparse.ArgumentParser) -> str:
 @functools.cache
 def agent_subcommands() -> dict[str, Subcommand]:
     """Every subcommand that talks to an agent: one per declaration, helpers over them."""
+    from ..commands import all_commands, user_commands
+    from .derive import wire_subcommand
+
     declared = [*all_commands(), *user_commands()]
     found = {sub.name: sub for sub in map(wire_subcommand, declared)}
     found.update((helper.name, helper) for helper in helpers())
@@ -229,6 +244,8 @@ def agent_subcommands() -> dict[str, Subcommand]:
 
 def helpers() -> tuple[Subcommand, ...]:
     """Every helper, in the order of ``qga --help``: those over agents, then watch."""
+    from .helpers import HELPERS
+
     return (*HELPERS, _WATCH)
 
 
@@ -262,6 +279,8 @@ def _lookup(name: str, target: str | None = None) -> Subcommand:
             f"unknown command {name}; did you mean `qga {name} {target}`? "
             "(the domain comes first: qga DOMAIN COMMAND)"
         )
+    import difflib
+
     close = difflib.get_close_matches(name, [*subs, *ALIASES, *HOST_COMMANDS], n=3)
     hint = f"; did you mean {' or '.join(close)}?" if close else "; see qga --help"
     raise UsageError(f"unknown command {name}{hint}")
@@ -361,6 +380,8 @@ def _logs(options: argparse.Namespace) -> None:
     trace = options.trace or os.environ.get("QGA_TRACE", "") not in ("", "0")
     if not (options.debug or trace):
         return
+    import logging
+
     from ..wire import LOGGER_NAME
 
     logger = logging.getLogger("qga_libvirt" if options.debug else LOGGER_NAME)
@@ -534,6 +555,8 @@ def _cp_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cp(out: Output, options: argparse.Namespace, args: argparse.Namespace, _: Any) -> int:
+    from .helpers import parse_guest_spec
+
     remote = parse_guest_spec(args.source) or parse_guest_spec(args.destination)
     if remote is None or not remote.domain:
         raise UsageError("qga cp needs DOMAIN:/path on one side (or: qga DOMAIN cp :/path ...)")
@@ -753,6 +776,8 @@ def _fail(out: Output, error: BaseException, state: _State) -> int:
             "(run with --debug for the traceback, and please report it)"
         )
     if state.debug:
+        import traceback
+
         traceback.print_exception(error, file=sys.stderr)
     if out.json_mode:
         report: dict[str, Any] = {
@@ -768,11 +793,13 @@ def _fail(out: Output, error: BaseException, state: _State) -> int:
 
 
 def _main(args: list[str], out: Output, state: _State) -> int:
+    options = top_parser().parse_args(args)  # --version exits here, having imported little
+    from ..commands import load_user_commands
+
     try:  # $QGA_COMMANDS: users' own declared commands become subcommands
         load_user_commands()
     except ImportError as exc:
         raise UsageError(str(exc)) from None
-    options = top_parser().parse_args(args)
     out.json_mode = options.json
     state.options = options
     _logs(options)

@@ -7,11 +7,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..commands import Command
 from .output import Output, human_lines, one_line
 
 if TYPE_CHECKING:
     from ..client import GuestAgent
+    from ..commands import Command
 
 __all__ = ["Context", "Outcome", "Prepare", "Runner", "Subcommand", "no_arguments"]
 
@@ -105,7 +105,8 @@ class Subcommand:
         prepare: see :data:`Prepare`.
         arguments: adds the subcommand's own arguments to its parser.
         runs: the declarations it runs (for the docs).
-        description: the longer help; the summary when empty.
+        description: the longer help, or a function that makes it (on demand: a
+            declaration's may resolve its types); the summary when empty.
         in_fleet: whether ``fleet`` may run it across targets.
     """
 
@@ -114,5 +115,11 @@ class Subcommand:
     prepare: Prepare
     arguments: Callable[[argparse.ArgumentParser], None] = no_arguments
     runs: tuple[Command[Any, Any], ...] = field(default=())
-    description: str = ""
+    description: str | Callable[[], str] = ""
     in_fleet: bool = True
+
+    @property
+    def help(self) -> str:
+        """The longer help (made now when made on demand), else the summary."""
+        text = self.description() if callable(self.description) else self.description
+        return text or self.summary

@@ -21,23 +21,25 @@ from __future__ import annotations
 
 import argparse
 import enum
+import functools
 import inspect
 import json
 import re
+import sys
 import textwrap
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal
-
-from pydantic import BaseModel, ValidationError
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeGuard
 
 from ..commands import Command, all_commands
 from .core import Context, Outcome, Runner, Subcommand
 from .inputs import read_bytes, read_secret
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from ..client import GuestAgent
 
 __all__ = [
@@ -136,7 +138,7 @@ class Parameter:
 
 def parameters(command: Command[Any, Any]) -> list[Parameter]:
     """The parameters of a declaration, in signature order."""
-    hints = typing.get_type_hints(command.build)
+    hints = command.argument_types()
     return [
         _parameter(name, hints[name], spec.default is inspect.Parameter.empty)
         for name, spec in inspect.signature(command.build).parameters.items()
@@ -217,10 +219,16 @@ def _converter(types_: Sequence[Any]) -> tuple[Convert, str, str | None]:
     return convert, "|".join(metavar for _, metavar, _ in parts), "; ".join(texts) or None
 
 
+def _is_model_class(tp: Any) -> TypeGuard[type[BaseModel]]:
+    """A pydantic model class; without importing pydantic when nothing has."""
+    pydantic = sys.modules.get("pydantic")  # a model type means pydantic is imported
+    return isinstance(tp, type) and pydantic is not None and issubclass(tp, pydantic.BaseModel)
+
+
 def _one(tp: Any) -> tuple[Convert, str, str | None]:
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return _enum_converter(tp), "{" + ",".join(str(m.value) for m in tp) + "}", None
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
+    if _is_model_class(tp):
         fields = ", ".join(f'"{info.alias or name}"' for name, info in tp.model_fields.items())
         return _model_converter(tp), "JSON", f"a JSON object with {fields}"
     if tp is int:
@@ -254,6 +262,8 @@ def _enum_converter(tp: type[enum.Enum]) -> Convert:
 
 
 def _model_converter(tp: type[BaseModel]) -> Convert:
+    from pydantic import ValidationError
+
     def convert(text: str) -> BaseModel:
         try:
             return tp.model_validate(json.loads(text))
@@ -282,11 +292,22 @@ def _reflow(text: str, width: int = 78) -> str:
 
 
 def wire_subcommand(command: Command[Any, Any]) -> Subcommand:
-    """The subcommand that runs ``command`` with arguments from the command line."""
-    params = parameters(command)
+    """The subcommand that runs ``command`` with arguments from the command line.
+
+    Its parameters are read when first needed (its parser, its description, a summary
+    that names one): ``qga --help`` lists every command without resolving their types,
+    which would import the models a few of them take.
+    """
+
+    @functools.cache
+    def params() -> list[Parameter]:
+        return parameters(command)
+
+    def words() -> dict[str, str]:
+        return {p.name: p.flag if not p.positional else p.metavar for p in params()}
 
     def arguments(parser: argparse.ArgumentParser) -> None:
-        for param in params:
+        for param in params():
             param.add_to(parser)
 
     def prepare(ctx: Context, namespace: argparse.Namespace) -> Runner:
@@ -299,27 +320,31 @@ def wire_subcommand(command: Command[Any, Any]) -> Subcommand:
         return run
 
     done = ""
-    if command.reply is None and command.facts.changes_guest:  # silent otherwise
+    if not command.returns and command.facts.changes_guest:  # silent otherwise
         name = subcommand_name(command)
         done = f"{name}: done" if command.facts.replies else f"{name}: sent (no reply comes)"
 
     facts = command.facts
-    words = {p.name: p.flag if not p.positional else p.metavar for p in params}
-    notes = [f"Runs {command.wire} (QEMU {facts.since}+, {facts.platforms})."]
-    notes += [
-        f"The {p.name} is asked on the terminal, or read from stdin's first line."
-        for p in params
-        if p.kind == "secret"
-    ]
-    if not facts.replies:
-        notes.append("The agent sends no reply on success.")
-    if facts.changes_guest:
-        notes.append("Changes the guest.")
+
+    def description() -> str:
+        notes = [f"Runs {command.wire} (QEMU {facts.since}+, {facts.platforms})."]
+        notes += [
+            f"The {p.name} is asked on the terminal, or read from stdin's first line."
+            for p in params()
+            if p.kind == "secret"
+        ]
+        if not facts.replies:
+            notes.append("The agent sends no reply on success.")
+        if facts.changes_guest:
+            notes.append("Changes the guest.")
+        return _reflow(f"{plain(command.doc, words())}\n\n{' '.join(notes)}")
+
+    marked = "`" in command.summary  # it may name a parameter: ``count``
     return Subcommand(
         name=subcommand_name(command),
-        summary=plain(command.summary, words),
+        summary=plain(command.summary, words() if marked else None),
         prepare=prepare,
         arguments=arguments,
         runs=(command,),
-        description=_reflow(f"{plain(command.doc, words)}\n\n{' '.join(notes)}"),
+        description=description,
     )

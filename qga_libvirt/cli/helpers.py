@@ -22,9 +22,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..commands import Command, Commands
 from ..errors import AgentCommandError, CommandTimeoutError, GuestAgentError
-from ..models import AgentInfo
 from ..operations.freeze import FREEZE_TIMEOUT
-from ..operations.run import OUTPUT_LIMIT, SHELL, RunResult
+from ..operations.run import OUTPUT_LIMIT, SHELL
 from . import exits
 from .core import Context, Outcome, Runner, Subcommand
 from .inputs import UsageError, read_bytes, read_lines, read_secret, stdin_is_piped
@@ -33,7 +32,7 @@ from .summaries import SUMMARIES, fsinfo_text, ifaddr_text, users_text
 
 if TYPE_CHECKING:
     from ..client import GuestAgent
-    from ..operations.run import RunHandle
+    from ..models import AgentInfo, RunHandle, RunResult
 
 __all__ = ["HELPERS", "GuestPath", "parse_copy", "parse_guest_spec"]
 

@@ -17,9 +17,10 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, TypeGuard
 
-from pydantic import BaseModel
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 __all__ = [
     "Output",
@@ -32,9 +33,15 @@ __all__ = [
 ]
 
 
+def _is_model(value: Any) -> TypeGuard[BaseModel]:
+    """A pydantic model; without importing pydantic when nothing has (a ping's None)."""
+    pydantic = sys.modules.get("pydantic")
+    return pydantic is not None and isinstance(value, pydantic.BaseModel)
+
+
 def to_json(value: Any) -> Any:
     """A JSON-ready copy of ``value`` (models, dataclasses, bytes, enums, containers)."""
-    if isinstance(value, BaseModel):
+    if _is_model(value):
         return to_json(value.model_dump(mode="python"))
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
@@ -77,7 +84,7 @@ def _scalar(value: Any) -> str:
 
 def _plain(value: Any) -> Any:
     """Models and dataclasses as dicts (field order kept), bytes and enums left as they are."""
-    if isinstance(value, BaseModel):
+    if _is_model(value):
         return {key: _plain(item) for key, item in value.model_dump(mode="python").items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}

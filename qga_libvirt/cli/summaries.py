@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..commands import Command, Commands
 from ..errors import AgentCommandError
-from ..models import ExecStatus, FilesystemInfo, NetworkInterface, Timezone, User
 from . import exits
 from .core import Context, Outcome, Runner, Subcommand
 from .inputs import UsageError
@@ -19,6 +18,7 @@ from .output import human_size, table
 
 if TYPE_CHECKING:
     from ..client import GuestAgent
+    from ..models import ExecStatus, FilesystemInfo, NetworkInterface, Timezone, User
 
 __all__ = ["SUMMARIES"]
 

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 from ..commands import Commands
+from ..enums import SeekWhence
 from ..errors import AgentCommandError, GuestAgentError, Hint, Remedy, TransferError
-from ..models import SeekWhence
 from .base import AgentBase
 
 __all__ = ["DEFAULT_MODE", "READ_CHUNK", "WRITE_CHUNK", "FileOps", "FilePart", "Progress"]

@@ -36,6 +36,7 @@ from collections.abc import Iterator, Sequence
 from typing import Final
 
 from ..commands import Commands
+from ..enums import FsfreezeStatus
 from ..errors import (
     AgentCommandError,
     FreezeTimeoutError,
@@ -44,7 +45,6 @@ from ..errors import (
     Remedy,
     ThawError,
 )
-from ..models import FsfreezeStatus
 from .base import AgentBase
 from .thawguard import Reach, ThawGuard
 

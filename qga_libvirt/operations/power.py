@@ -21,13 +21,13 @@ import time
 from typing import Final
 
 from ..commands import Commands
+from ..enums import ShutdownMode
 from ..errors import (
     AgentTimeoutError,
     AgentUnreachableError,
     ConnectionLostError,
     ShutdownTimeoutError,
 )
-from ..models import ShutdownMode
 from ..transports.base import DomainPower, features_of
 from .base import AgentBase
 

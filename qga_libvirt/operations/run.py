@@ -57,11 +57,10 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import Final, Literal
-
-from pydantic import BaseModel, ConfigDict
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ..commands import Commands
+from ..enums import SeekWhence
 from ..errors import (
     AgentCommandError,
     AgentTimeoutError,
@@ -76,9 +75,11 @@ from ..errors import (
     Remedy,
     ReplyTooLargeError,
 )
-from ..models import Base64Bytes, ExecStatus, SeekWhence
 from ..transports.base import Transport
 from .files import FileOps
+
+if TYPE_CHECKING:
+    from ..models import ExecStatus, RunHandle, RunResult
 
 __all__ = [
     "AGENT_RESTART_WAIT",
@@ -102,6 +103,19 @@ __all__ = [
     "RunOps",
     "RunResult",
 ]
+
+
+if not TYPE_CHECKING:  # for mypy, the import above
+
+    def __getattr__(name: str) -> Any:
+        """``RunHandle`` and ``RunResult``, defined in :mod:`qga_libvirt.models`
+        (pydantic), imported from here on first use."""
+        if name in ("RunHandle", "RunResult"):
+            from .. import models
+
+            return getattr(models, name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 FIRST_POLL: Final = 0.0005
 """Seconds before the first guest-exec-status; each next wait doubles. (``/bin/true``
@@ -236,83 +250,6 @@ _REAP_WAIT: Final = 10.0  # seconds to wait for our own rm to finish
 _STDERR_IN_MESSAGE: Final = 400  # characters of stderr quoted by CommandFailedError
 
 
-class RunResult(BaseModel):
-    """A finished guest process: how it ended and what it wrote.
-
-    ``stdout``/``stderr`` are bytes (empty when not captured; base64 in JSON dumps);
-    :meth:`stdout_text` decodes them (Windows guests: pass their code page, e.g.
-    ``"cp850"`` or ``"utf-16-le"``). ``exitcode`` is None when a signal (``signal``)
-    ended the process. ``duration`` is seconds from the start to the status that showed
-    the exit, so it is precise to the polling interval.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    argv: tuple[str, ...]
-    pid: int
-    exitcode: int | None
-    signal: int | None
-    stdout: Base64Bytes = b""
-    stderr: Base64Bytes = b""
-    stdout_truncated: bool = False
-    stderr_truncated: bool = False
-    duration: float
-
-    @property
-    def ok(self) -> bool:
-        """Exited with code 0."""
-        return self.exitcode == 0 and self.signal is None
-
-    def stdout_text(self, encoding: str = "utf-8", errors: str = "replace") -> str:
-        """``stdout`` decoded; undecodable bytes become U+FFFD unless ``errors`` says otherwise."""
-        return self.stdout.decode(encoding, errors)
-
-    def stderr_text(self, encoding: str = "utf-8", errors: str = "replace") -> str:
-        """``stderr`` decoded, as :meth:`stdout_text`."""
-        return self.stderr.decode(encoding, errors)
-
-    def describe(self) -> str:
-        """How it ended, in words: ``exit code 3``, ``killed by signal 9``."""
-        if self.signal is not None:
-            return f"killed by signal {self.signal}"
-        return f"exit code {self.exitcode}"
-
-
-class RunHandle(BaseModel):
-    """A guest process started by :meth:`RunOps.run`: what it takes to finish it later.
-
-    Plain data that outlives the agent object and the process that started the command:
-    :meth:`dumps` it (JSON), :meth:`loads` it elsewhere, and give it to
-    :meth:`RunOps.collect` (wait for the result) or :meth:`RunOps.cancel` (kill the
-    process, remove its capture files) of any agent object of the same guest.
-    :attr:`CommandTimeoutError.handle <qga_libvirt.errors.CommandTimeoutError>` is one.
-
-    ``files``: the guest files holding its stdout and stderr (capture in files), empty
-    when the agent captures them. ``started``: wall-clock time (``time.time()``).
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    pid: int
-    argv: tuple[str, ...] = ()
-    files: tuple[str, ...] = ()
-    capture: bool = True
-    started: float = 0.0
-
-    def dumps(self) -> str:
-        """The handle as JSON text."""
-        return self.model_dump_json()
-
-    @classmethod
-    def loads(cls, text: str | bytes) -> RunHandle:
-        """A handle from :meth:`dumps`' text.
-
-        Raises:
-            ValueError: the text is not a handle.
-        """
-        return cls.model_validate_json(text)
-
-
 OutputCallback = Callable[[str, bytes], None]
 """Called by :meth:`RunOps.run` with (``"stdout"`` or ``"stderr"``, bytes) as the output
 grows while the process runs."""
@@ -397,6 +334,8 @@ class RunOps(FileOps):
                 (libvirt, with output captured by the agent).
             GuestAgentError: as every call.
         """
+        from ..models import RunHandle, RunResult  # pydantic: at the first run, not at import
+
         if isinstance(argv, str):
             raise TypeError("argv is a sequence of arguments; use run_shell() for a command line")
         args = tuple(argv)
@@ -497,6 +436,8 @@ class RunOps(FileOps):
         Raises: as :meth:`run`; AgentCommandError when the agent does not know the pid
         (never started, or already collected).
         """
+        from ..models import RunHandle
+
         if isinstance(handle, RunHandle):  # we started it: a pid the agent forgot is lost
             with self._run_state().lock:
                 self._run_state().pending.setdefault(handle.pid, handle)
@@ -537,6 +478,8 @@ class RunOps(FileOps):
                     time.sleep(0.05)
 
     def _handle(self, handle: RunHandle | int) -> RunHandle:
+        from ..models import RunHandle
+
         if isinstance(handle, RunHandle):
             return handle
         state = self._run_state()
@@ -575,6 +518,8 @@ class RunOps(FileOps):
         check: bool,
         output: OutputCallback | None,
     ) -> RunResult:
+        from ..models import RunResult
+
         follower = _Follower(self, handle.files, output) if output is not None else None
         try:
             status = self._wait(handle, deadline, timeout, follower)
@@ -838,6 +783,8 @@ class RunOps(FileOps):
         inline: bool,
     ) -> RunHandle:
         """Start the wrapper; with ``inline``, small output comes back in its status."""
+        from ..models import RunHandle
+
         directory = self._capture_dir()
         inline_input, input_file = input, ""
         request_limit = self.transport.max_request_bytes

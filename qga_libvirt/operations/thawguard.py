@@ -163,7 +163,7 @@ def _wait_for_word(deadline: float | None) -> bool:
 def _thaw(reach: Reach) -> str:
     """Thaw, retrying for a while; the outcome in words."""
     from ..client import GuestAgent  # the client imports this module (through frozen())
-    from ..models import FsfreezeStatus
+    from ..enums import FsfreezeStatus
 
     until = time.monotonic() + _THAW_FOR
     last: Exception | None = None
