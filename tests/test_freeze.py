@@ -428,8 +428,11 @@ def test_vm_qga_freeze_interrupted_with_ctrl_c_thaws(lab: Lab, host_command: str
 
 
 def host_processes_of(session: int) -> list[str]:
-    found = subprocess.run(["pgrep", "-a", "-s", str(session)], capture_output=True, text=True)
-    return found.stdout.splitlines()
+    """The live processes of a session (a zombie holds nothing: left out)."""
+    found = subprocess.run(
+        ["ps", "-o", "stat=,pid=,args=", "-s", str(session)], capture_output=True, text=True
+    )
+    return [line for line in found.stdout.splitlines() if not line.lstrip().startswith("Z")]
 
 
 # --- the guard holds none of the freezer's stdio ----------------------------------------
