@@ -28,6 +28,7 @@ from qga_libvirt import (
     GuestFrozenError,
     ThawError,
 )
+from qga_libvirt.cli import helpers
 from qga_libvirt.models import FsfreezeStatus
 from qga_libvirt.operations import freeze as freeze_module
 from qga_libvirt.protocol import Reply
@@ -417,9 +418,10 @@ def test_vm_qga_freeze_interrupted_with_ctrl_c_thaws(lab: Lab, host_command: str
     try:
         _, err = process.communicate(timeout=60)  # stdout and stderr read to their end
     except subprocess.TimeoutExpired:
+        left = host_processes_of(process.pid)
         subprocess.run(["pkill", "-KILL", "-s", str(process.pid)], check=False)
         process.communicate()
-        raise
+        pytest.fail(f"qga's stdout and stderr still open 60 s after Ctrl-C, held by {left}")
     assert b"Traceback" not in err
     assert process.returncode == 130, err
     assert host_processes_of(process.pid) == []
@@ -430,9 +432,59 @@ def test_vm_qga_freeze_interrupted_with_ctrl_c_thaws(lab: Lab, host_command: str
 def host_processes_of(session: int) -> list[str]:
     """The live processes of a session (a zombie holds nothing: left out)."""
     found = subprocess.run(
-        ["ps", "-o", "stat=,pid=,args=", "-s", str(session)], capture_output=True, text=True
+        ["ps", "-o", "stat=,pid=,pgid=,wchan=,args=", "-s", str(session)],
+        capture_output=True,
+        text=True,
     )
     return [line for line in found.stdout.splitlines() if not line.lstrip().startswith("Z")]
+
+
+HOST_RUNNER = """
+import sys
+from qga_libvirt.cli.helpers import _run_host
+_run_host(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize(
+    "host_command",
+    [
+        # SIGINT to qga while it starts the command (or waits for it), as in a full run.
+        "kill -INT $PPID; echo in; sleep 600",
+        "trap '' INT; kill -INT $PPID; echo in; sleep 600",
+    ],
+    ids=["plain", "ignores-sigint"],
+)
+def test_an_interrupted_host_command_ends_with_everything_it_started(host_command: str) -> None:
+    # freeze's host command, without a guest: qga interrupted while it starts or runs it
+    # ends its whole process group; nothing keeps qga's stdout and stderr open.
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOST_RUNNER, "sh", "-c", host_command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        _, err = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        left = host_processes_of(process.pid)
+        subprocess.run(["pkill", "-KILL", "-s", str(process.pid)], check=False)
+        process.communicate()
+        pytest.fail(f"stdout and stderr still open 30 s after SIGINT, held by {left}")
+    assert b"KeyboardInterrupt" in err
+    assert host_processes_of(process.pid) == []
+
+
+def test_a_ctrl_c_while_the_host_command_starts_is_raised_once_it_can_be_ended() -> None:
+    # Raised inside Popen (between the fork and its return), the KeyboardInterrupt would
+    # lose the child: it is held until qga holds the process.
+    deferred = helpers._DeferredInterrupt()
+    with deferred:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)  # the handler runs: nothing raised
+        with pytest.raises(KeyboardInterrupt):
+            deferred.release()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 # --- the guard holds none of the freezer's stdio ----------------------------------------

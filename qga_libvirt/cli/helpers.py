@@ -18,6 +18,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -446,30 +447,70 @@ def _run_host(argv: Sequence[str]) -> tuple[int, tuple[str, ...]]:
     SIGKILL after :data:`_HOST_GRACE` s: nothing it started outlives qga (a grandchild
     that missed or ignored the SIGINT would hold qga's stdout and stderr open for good).
     """
-    try:
-        process = subprocess.Popen(argv, process_group=0)
-    except FileNotFoundError:
-        return exits.NOT_FOUND, (f"error: {argv[0]}: command not found on the host",)
-    except PermissionError:
-        return exits.CANNOT_RUN, (f"error: {argv[0]}: permission denied",)
-    except OSError as exc:
-        return exits.CANNOT_RUN, (f"error: {argv[0]}: {exc.strerror or exc}",)
-    terminal = _foreground_terminal()
-    try:
-        if terminal is not None:
-            _hand_terminal(terminal, process.pid)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGCONT)  # stopped reading it before: go on
-        status = process.wait()
-    except BaseException:
-        _end_group(process)
-        raise
-    finally:
-        if terminal is not None:
-            _hand_terminal(terminal, os.getpgrp())
+    deferred = _DeferredInterrupt()
+    with deferred:
+        try:
+            process = subprocess.Popen(argv, process_group=0)
+        except FileNotFoundError:
+            return exits.NOT_FOUND, (f"error: {argv[0]}: command not found on the host",)
+        except PermissionError:
+            return exits.CANNOT_RUN, (f"error: {argv[0]}: permission denied",)
+        except OSError as exc:
+            return exits.CANNOT_RUN, (f"error: {argv[0]}: {exc.strerror or exc}",)
+        terminal = None
+        try:
+            deferred.release()  # a Ctrl-C while it started is raised here, where it is ended
+            terminal = _foreground_terminal()
+            if terminal is not None:
+                _hand_terminal(terminal, process.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGCONT)  # stopped reading it before: go on
+            status = process.wait()
+        except BaseException:
+            _end_group(process)
+            raise
+        finally:
+            if terminal is not None:
+                _hand_terminal(terminal, os.getpgrp())
     if status < 0:
         return exits.SIGNAL_BASE - status, ()
     return status, ()
+
+
+class _DeferredInterrupt:
+    """Holds SIGINT back from ``with`` until :meth:`release` (which raises the
+    KeyboardInterrupt of one that came meanwhile): one raised inside Popen, between the
+    fork and its return, would lose the child, left running in a group of its own.
+    Outside the main thread (where no KeyboardInterrupt is raised) it does nothing."""
+
+    def __init__(self) -> None:
+        self.caught = False
+        self._previous: Any = None
+        self._holding = False
+
+    def __enter__(self) -> _DeferredInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._catch) or signal.SIG_DFL
+            self._holding = True
+        return self
+
+    def _catch(self, signum: int, frame: object) -> None:
+        self.caught = True
+
+    def release(self) -> None:
+        if self._holding:
+            self._holding = False
+            signal.signal(signal.SIGINT, self._previous)
+        if self.caught:
+            self.caught = False
+            raise KeyboardInterrupt
+
+    def __exit__(self, kind: object, *exc: object) -> None:
+        if self._holding:
+            self._holding = False
+            signal.signal(signal.SIGINT, self._previous)
+        if self.caught and kind is None:
+            raise KeyboardInterrupt
 
 
 def _foreground_terminal() -> int | None:
