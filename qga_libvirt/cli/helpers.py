@@ -15,8 +15,10 @@ import dataclasses
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -427,19 +429,118 @@ def _freeze_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("host_command", nargs=argparse.REMAINDER, metavar="-- HOST_COMMAND")
 
 
+_HOST_GRACE: Final = 2.0  # seconds an interrupted host command has to end on SIGINT
+
+
 def _run_host(argv: Sequence[str]) -> tuple[int, tuple[str, ...]]:
-    """Run a command on the host; (exit status as a shell gives it, error lines)."""
-    try:
-        status = subprocess.run(argv, check=False).returncode
-    except FileNotFoundError:
-        return exits.NOT_FOUND, (f"error: {argv[0]}: command not found on the host",)
-    except PermissionError:
-        return exits.CANNOT_RUN, (f"error: {argv[0]}: permission denied",)
-    except OSError as exc:
-        return exits.CANNOT_RUN, (f"error: {argv[0]}: {exc.strerror or exc}",)
+    """Run a command on the host; (exit status as a shell gives it, error lines).
+
+    It runs in a process group of its own, handed the terminal when qga has it, so that
+    Ctrl-C reaches it as it would from a shell. When qga is interrupted while it runs
+    (SIGINT from outside the terminal, an error), the whole group gets SIGINT, then
+    SIGKILL after :data:`_HOST_GRACE` s: nothing it started outlives qga (a grandchild
+    that missed or ignored the SIGINT would hold qga's stdout and stderr open for good).
+    """
+    deferred = _DeferredInterrupt()
+    with deferred:
+        try:
+            process = subprocess.Popen(argv, process_group=0)
+        except FileNotFoundError:
+            return exits.NOT_FOUND, (f"error: {argv[0]}: command not found on the host",)
+        except PermissionError:
+            return exits.CANNOT_RUN, (f"error: {argv[0]}: permission denied",)
+        except OSError as exc:
+            return exits.CANNOT_RUN, (f"error: {argv[0]}: {exc.strerror or exc}",)
+        terminal = None
+        try:
+            deferred.release()  # a Ctrl-C while it started is raised here, where it is ended
+            terminal = _foreground_terminal()
+            if terminal is not None:
+                _hand_terminal(terminal, process.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGCONT)  # stopped reading it before: go on
+            status = process.wait()
+        except BaseException:
+            _end_group(process)
+            raise
+        finally:
+            if terminal is not None:
+                _hand_terminal(terminal, os.getpgrp())
     if status < 0:
         return exits.SIGNAL_BASE - status, ()
     return status, ()
+
+
+class _DeferredInterrupt:
+    """Holds SIGINT back from ``with`` until :meth:`release` (which raises the
+    KeyboardInterrupt of one that came meanwhile): one raised inside Popen, between the
+    fork and its return, would lose the child, left running in a group of its own.
+    Outside the main thread (where no KeyboardInterrupt is raised) it does nothing."""
+
+    def __init__(self) -> None:
+        self.caught = False
+        self._previous: Any = None
+        self._holding = False
+
+    def __enter__(self) -> _DeferredInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._catch) or signal.SIG_DFL
+            self._holding = True
+        return self
+
+    def _catch(self, signum: int, frame: object) -> None:
+        self.caught = True
+
+    def release(self) -> None:
+        if self._holding:
+            self._holding = False
+            signal.signal(signal.SIGINT, self._previous)
+        if self.caught:
+            self.caught = False
+            raise KeyboardInterrupt
+
+    def __exit__(self, kind: object, *exc: object) -> None:
+        if self._holding:
+            self._holding = False
+            signal.signal(signal.SIGINT, self._previous)
+        if self.caught and kind is None:
+            raise KeyboardInterrupt
+
+
+def _foreground_terminal() -> int | None:
+    """The fd of the terminal whose foreground process group is ours, if any."""
+    for fd in (0, 1, 2):
+        with contextlib.suppress(OSError):
+            if os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp():
+                return fd
+    return None
+
+
+def _hand_terminal(fd: int, group: int) -> None:
+    """Make ``group`` the terminal's foreground group (best effort: a terminal that went
+    away, or a call from another thread than the main one, leaves it as it is)."""
+    with contextlib.suppress(OSError, ValueError):
+        # A background group that sets the foreground gets SIGTTOU unless it ignores it.
+        previous = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+        try:
+            os.tcsetpgrp(fd, group)
+        finally:
+            signal.signal(signal.SIGTTOU, previous)
+
+
+def _end_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGINT to the host command's whole group, then SIGKILL after a grace; reaped."""
+    for sig, wait in ((signal.SIGINT, _HOST_GRACE), (signal.SIGKILL, None)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(wait)
+        except subprocess.TimeoutExpired:
+            continue
+        if wait is not None:  # the leader ended: its group may still hold others
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        return
 
 
 def _prepare_freeze(ctx: Context, namespace: argparse.Namespace) -> Runner:

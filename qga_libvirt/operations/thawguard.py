@@ -12,6 +12,11 @@ joined by a pipe, the guard's stdin:
 - the deadline (the frozen window plus :data:`GRACE`) passes first: the freezing process
   is stuck; the guard thaws.
 
+The guard holds none of the freezing process's stdio: its stdout is closed once it has
+said it is ready, and its stderr (where it reports a thaw of its own) is /dev/null when
+ours is a pipe or a socket, so that whoever reads our output to its end is not kept
+waiting by a guard that outlives us.
+
 The guard connects to the agent only when it thaws: a chardev socket serves one client
 at a time, and while the freezing process lives it holds that one place. It reaches the
 agent the way the freezing process did (the same unix socket; the same libvirt URI and
@@ -24,6 +29,7 @@ import contextlib
 import json
 import os
 import select
+import stat
 import subprocess
 import sys
 import time
@@ -96,7 +102,10 @@ class ThawGuard:
                 [sys.executable, "-c", _MAIN, spec],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
+                stderr=_guard_stderr(),
                 env=env,
+                cwd="/",  # pins no mount point
+                close_fds=True,
                 start_new_session=True,
             )
         except OSError as exc:
@@ -135,6 +144,19 @@ class ThawGuard:
         assert stdin is not None
         with contextlib.suppress(OSError):
             stdin.close()
+
+
+def _guard_stderr() -> int | None:
+    """Where the guard reports a thaw of its own: our stderr when it is a terminal or a
+    file; /dev/null when it is a pipe or a socket, which the guard, outliving us, would
+    hold open: whoever reads our output to its end would wait for the guard too."""
+    try:
+        mode = os.fstat(2).st_mode  # what the guard would inherit, whatever sys.stderr is
+    except OSError:  # no fd 2
+        return subprocess.DEVNULL
+    if stat.S_ISCHR(mode) or stat.S_ISREG(mode):
+        return None
+    return subprocess.DEVNULL
 
 
 def _read_line(stream: IO[bytes], timeout: float) -> bytes:
