@@ -183,22 +183,31 @@ def _wait_for_word(deadline: float | None) -> bool:
 
 
 def _thaw(reach: Reach) -> str:
-    """Thaw, retrying for a while; the outcome in words."""
-    from ..client import GuestAgent  # the client imports this module (through frozen())
+    """Thaw, retrying for a while; the outcome in words. Straight through a transport:
+    the guard needs two requests, not a client."""
+    from ..commands import Commands
     from ..enums import FsfreezeStatus
+    from ..transports.base import Request
+    from ..transports.domain import open_domain_transport
+    from ..transports.socket import SocketTransport
 
     until = time.monotonic() + _THAW_FOR
-    last: Exception | None = None
+    last: object = None
     while time.monotonic() < until:
         try:
-            if reach.socket is not None:
-                agent = GuestAgent.from_socket(reach.socket, timeout=10, idle_timeout=0)
-            else:
-                agent = GuestAgent.from_domain(reach.domain_uuid, reach.uri, 10, backend="libvirt")
-            with agent:
-                agent.fsfreeze_thaw()
-                if agent.fsfreeze_status() == FsfreezeStatus.THAWED:
-                    return "thawed"
+            transport: Transport = (
+                SocketTransport(reach.socket, idle_timeout=0)
+                if reach.socket is not None
+                else open_domain_transport(reach.domain_uuid, reach.uri, backend="libvirt")
+            )
+            try:
+                thaw = transport.execute(Request(Commands.fsfreeze_thaw.wire), 10)
+                status = transport.execute(Request(Commands.fsfreeze_status.wire), 10)
+            finally:
+                transport.close()
+            if status.value == FsfreezeStatus.THAWED.value:
+                return "thawed"
+            last = thaw.desc or status.desc or f"the agent says {status.value}"
         except GuestAgentError as exc:
             last = exc
         time.sleep(1.0)
