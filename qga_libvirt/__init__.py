@@ -12,6 +12,7 @@ Quick start::
     print(agent.get_osinfo().pretty_name)
 """
 
+from .async_client import AsyncGuestAgent
 from .client import DEFAULT_TIMEOUT, GuestAgent
 from .commands import Arguments, Command, Commands, Facts, command
 from .discovery import AgentChannel, DomainInfo, list_domains
@@ -69,6 +70,7 @@ __all__ = [
     "AgentUnreachableError",
     "AgentUnresponsiveError",
     "Arguments",
+    "AsyncGuestAgent",
     "Command",
     "CommandDisabledError",
     "CommandFailedError",
