@@ -26,12 +26,13 @@ from .audit import AuditLog
 from .config import Config
 from .policy import Policy, PolicyError
 
-__all__ = ["Call", "Progress", "Runtime", "Target"]
+__all__ = ["Call", "ProgressReporter", "Runtime", "Target"]
 
 log = logging.getLogger("qga_mcp")
 
-Progress = Callable[[float, float | None, str | None], None]
-"""Report progress from a tool body: (done, total or None, message or None)."""
+ProgressReporter = Callable[[float, float | None, str | None], None]
+"""Report progress from a tool body to the MCP client: (done, total or None, message or
+None). The library's transfer callback is :data:`qga_libvirt.operations.files.Progress`."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class Call:
         runtime: Runtime,
         target: Target | None,
         agent: GuestAgent | None,
-        progress: Progress,
+        progress: ProgressReporter,
         session: str = "",
         cancelled: threading.Event | None = None,
     ) -> None:

@@ -37,7 +37,6 @@ import time
 import traceback
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any
 
 import anyio
@@ -63,12 +62,13 @@ from qga_libvirt.errors import (
     GuestFrozenError,
     ProtocolError,
 )
+from qga_libvirt.metadata import installed_version
 from qga_libvirt.models import OpenEnum
 
 from .audit import AuditRecord
 from .config import Config, ConfigError
 from .policy import PolicyError, clean, clean_data, fence
-from .runtime import Call, Progress, Runtime
+from .runtime import Call, ProgressReporter, Runtime
 from .tools import GUEST_NOTE, Result, ToolSpec, catalogue
 
 __all__ = ["build_server", "http_app", "serve"]
@@ -82,10 +82,7 @@ _LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*
 
 
 def _version() -> str:
-    try:
-        return version("qga-libvirt")
-    except PackageNotFoundError:
-        return "0"
+    return installed_version() or "0"  # MCP's serverInfo wants a version string
 
 
 def instructions(config: Config) -> str:
@@ -148,7 +145,7 @@ def _error_text(tool: str, domain: str | None, exc: GuestAgentError) -> str:
     return clean(text)
 
 
-def _reporter(ctx: Context[Any, Any]) -> Progress:
+def _reporter(ctx: Context[Any, Any]) -> ProgressReporter:
     """A progress callback for a worker thread: sends notifications if the client asked."""
 
     def report(done: float, total: float | None = None, message: str | None = None) -> None:
@@ -165,7 +162,7 @@ def _run_body(
     spec: ToolSpec,
     domain: str | None,
     session: str,
-    progress: Progress,
+    progress: ProgressReporter,
     record: AuditRecord,
     cancelled: threading.Event,
     arguments: dict[str, Any],

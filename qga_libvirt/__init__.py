@@ -49,8 +49,8 @@ from .errors import (
     ThawError,
     TransferError,
 )
+from .fleet import FleetResult, FleetTarget, fleet_call, fleet_ping
 from .models import AgentInfo, CommandInfo, Model
-from .operations.fleet import FleetResult, FleetTarget, fleet_call, fleet_ping
 from .operations.run import RunHandle, RunResult
 from .transports import FakeTransport, Reply, Request, SocketTransport, Transport
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 import os
 from collections.abc import Mapping
@@ -34,12 +33,12 @@ from .models import AgentInfo
 from .protocol import Reply
 from .steps import Program, drive_async
 from .transports.async_socket import AsyncSocketTransport
-from .transports.base import Request
+from .transports.base import Request, features_of
 from .transports.socket import DEFAULT_IDLE_TIMEOUT, SocketTransport
 from .transports.threaded import ThreadedTransport
 
 if TYPE_CHECKING:
-    from .transports.libvirt import Backend
+    from .transports.domain import Backend
 
 __all__ = ["AsyncGuestAgent", "AsyncTransport"]
 
@@ -107,7 +106,7 @@ class AsyncGuestAgent(AgentCore, Commands):
         """The agent of a libvirt domain, as :meth:`GuestAgent.from_domain
         <qga_libvirt.GuestAgent.from_domain>` (same arguments, same errors); the lookup
         runs in a worker thread."""
-        from .transports.libvirt import open_domain_transport
+        from .transports.domain import open_domain_transport
 
         blocking = await asyncio.to_thread(
             open_domain_transport, domain, uri, backend=backend, idle_timeout=idle_timeout
@@ -123,12 +122,6 @@ class AsyncGuestAgent(AgentCore, Commands):
         else:
             transport = ThreadedTransport(blocking)
         return cls(transport, timeout=timeout)
-
-    def with_timeout(self, timeout: float) -> Self:
-        """A view of this agent whose calls wait up to ``timeout`` seconds."""
-        view = copy.copy(self)
-        view.timeout = timeout
-        return view
 
     # --- calling ----------------------------------------------------------------------
 
@@ -167,8 +160,10 @@ class AsyncGuestAgent(AgentCore, Commands):
     async def wait_for_agent(self, timeout: float = 60.0) -> None:
         """Wait until the agent answers a ping (see :meth:`GuestAgent.wait_for_agent
         <qga_libvirt.GuestAgent.wait_for_agent>`)."""
-        events = getattr(self.transport, "agent_connected_events", None)
-        with events() if events is not None else contextlib.nullcontext() as woken:
+        events = features_of(self.transport).agent_events
+        with (
+            events.agent_connected_events() if events is not None else contextlib.nullcontext()
+        ) as woken:
             await self._drive(self._wait_for_agent_steps(timeout, woken))
 
     # --- capabilities -----------------------------------------------------------------

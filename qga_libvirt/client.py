@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import logging
 import os
 import socket
@@ -13,10 +11,9 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from . import wire
 from .commands import Arguments, Command
-from .core import DEFAULT_TIMEOUT, AgentCore, trace_reply, trace_request
+from .core import DEFAULT_TIMEOUT, trace_reply, trace_request
 from .models import AgentInfo
 from .operations.credentials import CredentialOps
-from .operations.files import FileOps
 from .operations.freeze import FreezeOps
 from .operations.power import PowerOps
 from .operations.run import RunOps
@@ -26,14 +23,14 @@ from .transports.base import Request, Transport
 from .transports.socket import DEFAULT_IDLE_TIMEOUT, SocketTransport
 
 if TYPE_CHECKING:
-    from .transports.libvirt import Backend
+    from .transports.domain import Backend
 
 __all__ = ["DEFAULT_TIMEOUT", "GuestAgent"]
 
 T = TypeVar("T")
 
 
-class GuestAgent(AgentCore, FileOps, RunOps, FreezeOps, PowerOps, CredentialOps):
+class GuestAgent(RunOps, FreezeOps, PowerOps, CredentialOps):
     """A QEMU guest agent, reached through a transport.
 
     Every QGA command is a typed method (see :class:`~qga_libvirt.commands.Commands`);
@@ -99,38 +96,10 @@ class GuestAgent(AgentCore, FileOps, RunOps, FreezeOps, PowerOps, CredentialOps)
         Calls raise AgentNotConnectedError while no agent has opened the channel in the
         guest (not installed, or still booting: :meth:`wait_for_agent` waits for it).
         """
-        from .transports.libvirt import open_domain_transport
+        from .transports.domain import open_domain_transport
 
         transport = open_domain_transport(domain, uri, backend=backend, idle_timeout=idle_timeout)
         return cls(transport, timeout=timeout)
-
-    def wait_for_agent(self, timeout: float = 60.0) -> None:
-        """Wait until the agent answers a ping: for a guest that is booting or rebooting.
-
-        Through libvirt, with an event loop running
-        (:func:`~qga_libvirt.discovery.start_event_loop`), it wakes on libvirt's agent
-        lifecycle event; otherwise it pings with a backoff from 50 ms to 1 s. Errors that
-        mean "not yet" (agent not connected or unresponsive, socket not there yet,
-        timeouts) are waited out.
-
-        Raises:
-            AgentTimeoutError: it did not answer within ``timeout``; the last error is
-                its ``__cause__``.
-            GuestAgentError: an error that waiting cannot cure (no such domain, no agent
-                channel, domain not running).
-        """
-        events = getattr(self.transport, "agent_connected_events", None)
-        with events() if events is not None else contextlib.nullcontext() as woken:
-            self._drive(self._wait_for_agent_steps(timeout, woken))
-
-    def with_timeout(self, timeout: float) -> Self:
-        """A view of this agent whose calls wait up to ``timeout`` seconds.
-
-        ``agent.with_timeout(60).fstrim()``: same connection, same cached info.
-        """
-        view = copy.copy(self)
-        view.timeout = timeout
-        return view
 
     # --- calling ----------------------------------------------------------------------
 

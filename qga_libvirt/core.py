@@ -10,10 +10,11 @@ programs with blocking calls, :class:`~qga_libvirt.AsyncGuestAgent` with awaits.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import time
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from . import wire
 from .commands import (
@@ -126,6 +127,15 @@ class AgentCore:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.target}>"
+
+    def with_timeout(self, timeout: float) -> Self:
+        """A view of this agent whose calls wait up to ``timeout`` seconds.
+
+        ``agent.with_timeout(60).fstrim()``: same connection, same cached info.
+        """
+        view = copy.copy(self)
+        view.timeout = timeout
+        return view
 
     # --- programs ---------------------------------------------------------------------
 

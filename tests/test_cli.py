@@ -35,7 +35,7 @@ from qga_libvirt import (
 )
 from qga_libvirt.cli import app, docs, exits
 from qga_libvirt.cli.derive import call_arguments, parameters, subcommand_name, wire_subcommand
-from qga_libvirt.cli.helpers import HELPERS, guest_path
+from qga_libvirt.cli.helpers import HELPERS, parse_guest_spec
 from qga_libvirt.cli.inputs import UsageError
 from qga_libvirt.cli.output import human_size, table
 from qga_libvirt.commands import Command, Commands, all_commands
@@ -214,13 +214,13 @@ def test_exit_codes_by_error() -> None:
 
 
 def test_guest_paths_are_told_from_local_ones() -> None:
-    assert guest_path("web1:/etc/hosts") == ("web1", "/etc/hosts")
-    assert guest_path(":/etc/hosts") == ("", "/etc/hosts")
-    assert guest_path("web1:C:\\x") == ("web1", "C:\\x")
-    assert guest_path("./a:b") is None
-    assert guest_path("/tmp/a:b") is None
-    assert guest_path("plain") is None
-    assert guest_path("web1:") is None
+    assert parse_guest_spec("web1:/etc/hosts") == ("web1", "/etc/hosts")
+    assert parse_guest_spec(":/etc/hosts") == ("", "/etc/hosts")
+    assert parse_guest_spec("web1:C:\\x") == ("web1", "C:\\x")
+    assert parse_guest_spec("./a:b") is None
+    assert parse_guest_spec("/tmp/a:b") is None
+    assert parse_guest_spec("plain") is None
+    assert parse_guest_spec("web1:") is None
 
 
 def test_tables_and_sizes() -> None:

@@ -75,7 +75,7 @@ class DomainList(Result):
         return f"{len(self.domains)} domain(s), {running} running."
 
 
-def _channel(channel: AgentChannel | None) -> ChannelState:
+def _channel_state(channel: AgentChannel | None) -> ChannelState:
     if channel is None:
         return "none"
     if not channel.held_by_libvirt:
@@ -123,7 +123,7 @@ def list_domains(
                 domain=runtime.address(info.name, name),
                 hypervisor=name,
                 state=info.state,
-                agent_channel=_channel(info.agent_channel),
+                agent_channel=_channel_state(info.agent_channel),
             )
             for info in infos
             if call.policy.domain_allowed(info.name, name)

@@ -33,7 +33,7 @@ from . import exits
 from .completion import SHELLS, Words, render
 from .core import Context, Outcome, Runner, Subcommand
 from .derive import wire_subcommand
-from .helpers import HELPERS, guest_path
+from .helpers import HELPERS, parse_guest_spec
 from .inputs import UsageError
 from .messages import error_text
 from .output import Output, table
@@ -93,12 +93,9 @@ def _count(text: str) -> int:
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from ..metadata import installed_version
 
-    try:
-        return version("qga-libvirt")
-    except PackageNotFoundError:
-        return "(not installed)"
+    return installed_version() or "(not installed)"
 
 
 def _output_options(parser: argparse.ArgumentParser, *, after: bool) -> None:
@@ -512,7 +509,7 @@ def _list(out: Output, options: argparse.Namespace, args: argparse.Namespace, _:
         out.lines(d.name for d in domains)
     else:
         rows = [
-            [str(d.id) if d.id is not None else "-", d.name, d.state, _channel(d.agent_channel)]
+            [str(d.id) if d.id is not None else "-", d.name, d.state, _agent_cell(d.agent_channel)]
             for d in domains
         ]
         out.lines(table(["Id", "Name", "State", "Agent"], rows))
@@ -521,7 +518,8 @@ def _list(out: Output, options: argparse.Namespace, args: argparse.Namespace, _:
     return exits.OK
 
 
-def _channel(channel: Any) -> str:
+def _agent_cell(channel: Any) -> str:
+    """The Agent column of qga list (the MCP server's words for it are its own)."""
     if channel is None:
         return "no channel"
     if not channel.held_by_libvirt:
@@ -534,7 +532,7 @@ def _cp_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cp(out: Output, options: argparse.Namespace, args: argparse.Namespace, _: Any) -> int:
-    remote = guest_path(args.source) or guest_path(args.destination)
+    remote = parse_guest_spec(args.source) or parse_guest_spec(args.destination)
     if remote is None or not remote.domain:
         raise UsageError("qga cp needs DOMAIN:/path on one side (or: qga DOMAIN cp :/path ...)")
     options.domain_name = remote.domain
@@ -579,7 +577,7 @@ def _fleet(
     _merge(options, namespace, out)
 
     from ..client import DEFAULT_TIMEOUT
-    from ..operations.fleet import fleet_call
+    from ..fleet import fleet_call
 
     runner = sub.prepare(Context(out, options, in_fleet=True), namespace)
     results = fleet_call(

@@ -28,14 +28,14 @@ from ..operations.run import OUTPUT_LIMIT, SHELL, RunResult
 from . import exits
 from .core import Context, Outcome, Runner, Subcommand
 from .inputs import UsageError, read_bytes, read_lines, read_secret, stdin_is_piped
-from .output import Progress, human_size, one_line, table
+from .output import ProgressBar, human_size, one_line, table
 from .summaries import SUMMARIES, fsinfo_text, ifaddr_text, users_text
 
 if TYPE_CHECKING:
     from ..client import GuestAgent
     from ..operations.run import RunHandle
 
-__all__ = ["HELPERS", "GuestPath", "guest_path", "parse_copy"]
+__all__ = ["HELPERS", "GuestPath", "parse_copy", "parse_guest_spec"]
 
 
 # --- views ----------------------------------------------------------------------------
@@ -306,7 +306,7 @@ class GuestPath(tuple[str, str]):
         return self[1]
 
 
-def guest_path(spec: str) -> GuestPath | None:
+def parse_guest_spec(spec: str) -> GuestPath | None:
     """``web1:/etc/hosts`` -> ('web1', '/etc/hosts'); a local path -> None.
 
     A colon before any slash marks the guest side (as scp): write ``./a:b`` for a
@@ -324,7 +324,7 @@ def parse_copy(source: str, destination: str) -> tuple[GuestPath, str, bool]:
     Raises:
         UsageError: both sides or neither are in the guest.
     """
-    src, dst = guest_path(source), guest_path(destination)
+    src, dst = parse_guest_spec(source), parse_guest_spec(destination)
     if src is not None and dst is not None:
         raise UsageError("cp copies between the host and one guest: one side must be local")
     if src is not None:
@@ -387,7 +387,7 @@ def _prepare_cp(ctx: Context, namespace: argparse.Namespace) -> Runner:
             target = os.path.join(target, os.path.basename(source.rstrip("/\\")))
         elif not download and target.endswith(("/", "\\")):
             target += os.path.basename(source)
-        progress = Progress(ctx.out, os.path.basename(source)) if ctx.progress_allowed else None
+        progress = ProgressBar(ctx.out, os.path.basename(source)) if ctx.progress_allowed else None
         try:
             if download:
                 count = agent.download(source, target, progress=progress)

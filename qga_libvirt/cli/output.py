@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 __all__ = [
     "Output",
-    "Progress",
+    "ProgressBar",
     "human_lines",
     "human_size",
     "one_line",
@@ -238,8 +238,9 @@ def _is_terminal(stream: IO[bytes]) -> bool:
         return False
 
 
-class Progress:
-    """A one-line progress bar on stderr, redrawn at most 10 times a second."""
+class ProgressBar:
+    """A one-line progress bar on stderr, redrawn at most 10 times a second; a library
+    :data:`~qga_libvirt.operations.files.Progress` callback."""
 
     def __init__(self, out: Output, label: str) -> None:
         self.out = out

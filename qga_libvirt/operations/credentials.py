@@ -19,19 +19,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..commands import Commands
-from ..transports.base import Transport
+from .base import AgentBase
 
 __all__ = ["CredentialOps"]
 
 
-class CredentialOps(Commands):
+class CredentialOps(AgentBase):
     """Passwords and SSH authorized keys of guest users.
 
     Mixed into :class:`~qga_libvirt.GuestAgent`.
     """
-
-    transport: Transport
 
     def ssh_replace_authorized_keys(self, username: str, keys: Sequence[str]) -> None:
         """Make ``keys`` the whole content of a user's authorized_keys (empty: no keys).

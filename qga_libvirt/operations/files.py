@@ -26,14 +26,14 @@ import contextlib
 import os
 import secrets
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Final
+from typing import BinaryIO, Final
 
 from ..commands import Commands
 from ..errors import AgentCommandError, GuestAgentError, Hint, Remedy, TransferError
 from ..models import SeekWhence
-from ..transports.base import Transport
+from .base import AgentBase
 
 __all__ = ["DEFAULT_MODE", "READ_CHUNK", "WRITE_CHUNK", "FileOps", "Progress"]
 
@@ -78,15 +78,8 @@ def _fit(limit: int | None, default: int) -> int:
     return min(default, (limit - _ENVELOPE) // 4 * 3)
 
 
-class FileOps(Commands):
+class FileOps(AgentBase):
     """Whole-file and streamed transfer; mixed into :class:`~qga_libvirt.GuestAgent`."""
-
-    transport: Transport
-
-    if TYPE_CHECKING:  # provided by RunOps, another base of GuestAgent
-
-        def _posix_guest(self) -> bool: ...
-        def _exec_and_wait(self, argv: Sequence[str]) -> int | None: ...
 
     @property
     def read_chunk(self) -> int:

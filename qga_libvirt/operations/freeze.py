@@ -33,7 +33,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Final, Self
+from typing import Final
 
 from ..commands import Commands
 from ..errors import (
@@ -45,7 +45,7 @@ from ..errors import (
     ThawError,
 )
 from ..models import FsfreezeStatus
-from ..transports.base import Transport
+from .base import AgentBase
 from .thawguard import Reach, ThawGuard
 
 __all__ = ["FREEZE_TIMEOUT", "THAW_ATTEMPTS", "FreezeOps"]
@@ -58,20 +58,11 @@ _CALL_TIMEOUT: Final = 30.0  # at least, for freeze and thaw: a freeze syncs eve
 _DOMAIN: Final = re.compile(r"domain '([^']+)'")
 
 
-class FreezeOps(Commands):
+class FreezeOps(AgentBase):
     """Freeze the guest's filesystems for a snapshot, and always thaw them.
 
     Mixed into :class:`~qga_libvirt.GuestAgent`.
     """
-
-    transport: Transport
-    timeout: float
-
-    if TYPE_CHECKING:  # provided by GuestAgent
-
-        @property
-        def target(self) -> str: ...
-        def with_timeout(self, timeout: float) -> Self: ...
 
     @contextlib.contextmanager
     def frozen(

@@ -7,29 +7,29 @@ reports "not available for now" or "disappeared while executing command" althoug
 guest goes down, measured), so :meth:`PowerOps.reboot` and :meth:`PowerOps.poweroff` use
 libvirt's own agent-based calls there (``virDomainReboot``/``virDomainShutdownFlags``
 with the ``GUEST_AGENT`` flag), which return once QEMU saw the guest reset or power
-off. libvirt has no halt: :meth:`PowerOps.halt` sends the raw command, and "the agent
-disappeared while executing it" counts as accepted, since that is how a halting guest
-closes the channel.
+off. libvirt has no halt: :meth:`PowerOps.halt` sends the raw command, and the libvirt
+transport takes "the agent disappeared while executing it" as accepted for a command
+that sends no reply, since that is how a halting guest closes the channel.
+
+Which transports offer the typed calls is their declared ``power`` feature
+(:class:`~qga_libvirt.transports.base.DomainPower`), not their class.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Final, Self
+from typing import Final
 
 from ..commands import Commands
 from ..errors import (
     AgentTimeoutError,
     AgentUnreachableError,
-    AgentUnresponsiveError,
     ConnectionLostError,
     ShutdownTimeoutError,
 )
 from ..models import ShutdownMode
-from ..transports.base import Transport
-
-if TYPE_CHECKING:
-    from ..transports.libvirt import LibvirtTransport
+from ..transports.base import DomainPower, features_of
+from .base import AgentBase
 
 __all__ = ["PowerOps"]
 
@@ -37,21 +37,12 @@ _PING_TIMEOUT: Final = 1.0  # an agent that takes longer to answer a ping is goi
 _POLL: Final = 0.2
 
 
-class PowerOps(Commands):
+class PowerOps(AgentBase):
     """Shut down, reboot and halt the guest, and wait for the agent to go and come back.
 
     Mixed into :class:`~qga_libvirt.GuestAgent`. The commands themselves are
     :meth:`shutdown` and ``suspend_*``; these are the conveniences around them.
     """
-
-    transport: Transport
-
-    if TYPE_CHECKING:  # provided by GuestAgent
-
-        @property
-        def target(self) -> str: ...
-        def with_timeout(self, timeout: float) -> Self: ...
-        def wait_for_agent(self, timeout: float = 60.0) -> None: ...
 
     def reboot(self, *, wait: float | None = None) -> None:
         """Reboot the guest through its agent.
@@ -87,9 +78,9 @@ class PowerOps(Commands):
         self._power(ShutdownMode.POWERDOWN)
         if deadline is not None:
             self.wait_until_gone(_left(deadline))
-            virt = _libvirt_transport(self.transport)
-            if virt is not None:
-                self._wait_stopped(virt, deadline)
+            power = features_of(self.transport).power
+            if power is not None:
+                self._wait_stopped(power, deadline)
 
     def halt(self, *, wait: float | None = None) -> None:
         """Halt the guest: the OS stops, the VM stays on (its CPUs halted).
@@ -116,9 +107,9 @@ class PowerOps(Commands):
             GuestAgentError: an error that is not "gone" (e.g. the agent refused ping).
         """
         deadline = time.monotonic() + timeout
-        virt = _libvirt_transport(self.transport)
+        power = features_of(self.transport).power
         while True:
-            if virt is not None and not _active(virt):
+            if power is not None and not power.running():
                 return
             try:
                 self.with_timeout(min(_PING_TIMEOUT, max(_left(deadline), 0.1))).ping()
@@ -135,27 +126,16 @@ class PowerOps(Commands):
             time.sleep(min(_POLL, remaining))
 
     def _power(self, mode: ShutdownMode) -> None:
-        virt = _libvirt_transport(self.transport)
-        if virt is not None and mode != ShutdownMode.HALT:
-            import libvirt
-
-            try:
-                if mode == ShutdownMode.REBOOT:
-                    virt.domain.reboot(libvirt.VIR_DOMAIN_REBOOT_GUEST_AGENT)
-                else:
-                    virt.domain.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT)
-            except libvirt.libvirtError as exc:
-                raise virt.map_error(exc, command=Commands.shutdown.wire) from exc
-            return
-        try:
+        power = features_of(self.transport).power
+        if power is not None and mode == ShutdownMode.REBOOT:
+            power.reboot()
+        elif power is not None and mode == ShutdownMode.POWERDOWN:
+            power.poweroff()
+        else:
             self.shutdown(mode)
-        except AgentUnresponsiveError as exc:
-            # libvirt's words (kept in the message) for "the channel closed mid-command"
-            if virt is None or "disappeared while executing" not in str(exc):
-                raise
 
-    def _wait_stopped(self, virt: LibvirtTransport, deadline: float) -> None:
-        while _active(virt):
+    def _wait_stopped(self, power: DomainPower, deadline: float) -> None:
+        while power.running():
             if _left(deadline) <= 0:
                 raise ShutdownTimeoutError(
                     f"{self.target} is still running: its agent is gone, but the guest has "
@@ -167,21 +147,3 @@ class PowerOps(Commands):
 
 def _left(deadline: float) -> float:
     return deadline - time.monotonic()
-
-
-def _libvirt_transport(transport: Transport) -> LibvirtTransport | None:
-    from ..transports.libvirt import LibvirtTransport
-
-    return transport if isinstance(transport, LibvirtTransport) else None
-
-
-def _active(virt: LibvirtTransport) -> bool:
-    """Whether the domain runs; a transient domain that stopped no longer exists."""
-    import libvirt
-
-    try:
-        return bool(virt.domain.isActive())
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            return False
-        raise virt.map_error(exc) from exc

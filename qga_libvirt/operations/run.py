@@ -50,8 +50,8 @@ import shlex
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Final, Literal, Self
+from collections.abc import Callable, Mapping, Sequence
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -72,9 +72,7 @@ from ..errors import (
 )
 from ..models import Base64Bytes, ExecStatus, SeekWhence
 from ..transports.base import Transport
-
-if TYPE_CHECKING:
-    from .files import Progress
+from .files import FileOps
 
 __all__ = [
     "AGENT_RESTART_WAIT",
@@ -270,34 +268,15 @@ _STATES: weakref.WeakKeyDictionary[Transport, _State] = weakref.WeakKeyDictionar
 _STATES_LOCK = threading.Lock()
 
 
-class RunOps(Commands):
+class RunOps(FileOps):
     """Run a command in the guest and wait for it.
 
-    Mixed into :class:`~qga_libvirt.GuestAgent`.
+    Mixed into :class:`~qga_libvirt.GuestAgent`; builds on file transfer (large input,
+    capture files).
     """
 
-    transport: Transport
-    timeout: float
     run_temp_dir: str = "/tmp"
     """Guest directory that holds the private :data:`CAPTURE_DIR` of capture files."""
-
-    if TYPE_CHECKING:  # provided by GuestAgent and FileOps, its other bases
-
-        @property
-        def target(self) -> str: ...
-        def with_timeout(self, timeout: float) -> Self: ...
-        def iter_file(self, path: str, *, progress: Progress | None = None) -> Iterator[bytes]: ...
-        def write_file(
-            self,
-            path: str,
-            data: bytes,
-            *,
-            append: bool = False,
-            progress: Progress | None = None,
-            mode: int | None = None,
-            atomic: bool = True,
-        ) -> int: ...
-        def wait_for_agent(self, timeout: float = 60.0) -> None: ...
 
     def run(
         self,

@@ -32,8 +32,7 @@ from pathlib import Path
 from typing import IO, Final
 
 from ..errors import GuestAgentError
-from ..transports.base import Transport
-from ..transports.socket import SocketTransport
+from ..transports.base import Transport, features_of
 
 __all__ = ["GRACE", "RELEASE", "Reach", "ThawGuard"]
 
@@ -59,20 +58,16 @@ class Reach:
     @classmethod
     def of(cls, transport: Transport) -> Reach | None:
         """The reach of ``transport``; None for one another process cannot open (a
-        connected fd, a fake)."""
-        if isinstance(transport, SocketTransport):
-            if transport.path is None:
-                return None
-            return cls(transport.target, socket=transport.path)
-        # Only a libvirt transport can be one if its module is loaded: do not import
-        # libvirt for the others.
-        module = sys.modules.get("qga_libvirt.transports.libvirt")
-        if module is not None and isinstance(transport, module.LibvirtTransport):
-            domain = transport.domain
-            return cls(
-                transport.target, uri=domain.connect().getURI(), domain_uuid=domain.UUIDString()
-            )
-        return None
+        connected fd, a fake): see its :class:`~qga_libvirt.transports.base.Identity`."""
+        identity = features_of(transport).identity
+        if identity is None:
+            return None
+        return cls(
+            transport.target,
+            socket=identity.socket,
+            uri=identity.uri,
+            domain_uuid=identity.domain_uuid,
+        )
 
 
 class ThawGuard:

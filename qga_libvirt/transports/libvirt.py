@@ -35,25 +35,17 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, Final, Literal
-from urllib.parse import urlsplit
+from typing import Any, Final
 
 import libvirt
 import libvirt_qemu
 
-from ..commands import by_wire_name
-from ..discovery import (
-    AgentChannel,
-    DomainInfo,
-    describe_domain,
-    lookup_domain,
-    open_connection,
-)
+from ..commands import Commands, by_wire_name
+from ..discovery import AGENT_CHANNEL_NAME, describe_domain, open_connection
 from ..errors import (
     AgentNotConfiguredError,
     AgentNotConnectedError,
     AgentTimeoutError,
-    AgentUnreachableError,
     AgentUnresponsiveError,
     ConnectionLostError,
     DomainNotFoundError,
@@ -68,15 +60,12 @@ from ..errors import (
     RequestTooLargeError,
 )
 from ..protocol import Reply, encode_request
-from .base import Request
-from .socket import DEFAULT_IDLE_TIMEOUT, SocketTransport
+from .base import Features, Identity, Request
 
 __all__ = [
     "MAX_REPLY_BYTES",
     "MAX_REQUEST_BYTES",
-    "Backend",
     "LibvirtTransport",
-    "open_domain_transport",
     "repeatable",
 ]
 
@@ -140,6 +129,14 @@ class LibvirtTransport:
     @property
     def target(self) -> str:
         return self._target
+
+    @property
+    def features(self) -> Features:
+        """Power through libvirt's typed API, agent lifecycle events, the domain's URI
+        and UUID."""
+        return Features(
+            power=self, agent_events=self, identity=Identity(uri=self.uri, domain_uuid=self.uuid)
+        )
 
     @property
     def max_request_bytes(self) -> int | None:
@@ -356,7 +353,7 @@ class LibvirtTransport:
             )
         if code == libvirt.VIR_ERR_OPERATION_INVALID and "not running" in text:
             return DomainNotRunningError(
-                f"{where} is not running: {_start_hint(name, self._state())}", **kwargs
+                f"{where} is not running: {start_hint(name, self._state())}", **kwargs
             )
         if "disappeared while executing" in text:
             return ConnectionLostError(
@@ -366,7 +363,7 @@ class LibvirtTransport:
                 **kwargs,
             )
         if code == libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED and "not configured" in text:
-            return AgentNotConfiguredError(_not_configured(name), **kwargs)
+            return AgentNotConfiguredError(not_configured(name), **kwargs)
         if code == libvirt.VIR_ERR_AGENT_UNRESPONSIVE and "not connected" in text:
             return AgentNotConnectedError(_not_connected(name), hint=_WAIT, **kwargs)
         if code in (
@@ -432,6 +429,30 @@ class LibvirtTransport:
             with contextlib.suppress(libvirt.libvirtError):
                 conn.domainEventDeregisterAny(callback)
 
+    def reboot(self) -> None:
+        """``virDomainReboot`` with the ``GUEST_AGENT`` flag: returns once the guest reset."""
+        try:
+            self.domain.reboot(libvirt.VIR_DOMAIN_REBOOT_GUEST_AGENT)
+        except libvirt.libvirtError as exc:
+            raise self.map_error(exc, command=Commands.shutdown.wire) from exc
+
+    def poweroff(self) -> None:
+        """``virDomainShutdownFlags`` with the ``GUEST_AGENT`` flag: returns once QEMU saw
+        the guest power off."""
+        try:
+            self.domain.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT)
+        except libvirt.libvirtError as exc:
+            raise self.map_error(exc, command=Commands.shutdown.wire) from exc
+
+    def running(self) -> bool:
+        """Whether the domain runs; a transient domain that stopped no longer exists."""
+        try:
+            return bool(self.domain.isActive())
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return False
+            raise self.map_error(exc) from exc
+
     def _state(self) -> str | None:
         try:
             state: str | None = describe_domain(self.domain).state
@@ -451,7 +472,8 @@ def _dead(domain: Any) -> bool:
         return True
 
 
-def _start_hint(name: str, state: str | None) -> str:
+def start_hint(name: str, state: str | None) -> str:
+    """What to do about a domain that is not running (shared with the domain factory)."""
     if state == "paused":
         return f"it is paused: resume it (virsh resume {name})"
     if state == "pmsuspended":
@@ -466,10 +488,11 @@ def _recover_class(desc: str) -> str:
     return "GenericError"
 
 
-def _not_configured(name: str) -> str:
+def not_configured(name: str) -> str:
+    """What to do about a domain without an agent channel (shared with the factory)."""
     return (
         f"domain '{name}' has no guest agent channel: add <channel type='unix'><target "
-        f"type='virtio' name='org.qemu.guest_agent.0'/></channel> to its <devices> "
+        f"type='virtio' name='{AGENT_CHANNEL_NAME}'/></channel> to its <devices> "
         f"(virsh edit {name}) and restart it"
     )
 
@@ -482,92 +505,3 @@ def _not_connected(name: str) -> str:
 
 
 _WAIT: Final = Hint(Remedy.WAIT_FOR_AGENT, "GuestAgent.wait_for_agent() waits for it")
-
-
-def _use_backend(backend: Backend) -> Hint:
-    return Hint(Remedy.USE_BACKEND, f"use backend={backend!r} (or 'auto')", {"backend": backend})
-
-
-Backend = Literal["auto", "libvirt", "socket"]
-
-
-def open_domain_transport(
-    domain: str | int | Any,
-    uri: str | Any | None = None,
-    *,
-    backend: Backend = "auto",
-    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
-) -> LibvirtTransport | SocketTransport:
-    """The transport for a domain found by name, UUID, ID (or an open ``virDomain``).
-
-    Checks the live XML first, to fail fast and clearly. ``backend="auto"`` uses libvirt
-    for a channel libvirt holds and the raw socket for one added through
-    ``<qemu:commandline>``.
-
-    Raises:
-        LibvirtConnectionError, DomainNotFoundError, DomainNotRunningError,
-        AgentNotConfiguredError: as their names say; each message names the domain and
-            says what to do. (A channel no agent has opened yet is not refused: calls
-            raise AgentNotConnectedError until it does, see wait_for_agent.)
-        AgentUnreachableError: ``backend="socket"`` where the socket cannot be used.
-    """
-    if isinstance(domain, libvirt.virDomain):
-        dom = domain
-    else:
-        conn = uri if isinstance(uri, libvirt.virConnect) else open_connection(uri)
-        dom = lookup_domain(conn, domain)
-    info = describe_domain(dom)
-    name = info.name
-    if not info.running:
-        raise DomainNotRunningError(
-            f"domain '{name}' is {info.state}: {_start_hint(name, info.state)}",
-            target=f"domain '{name}'",
-        )
-    channel = info.agent_channel
-    if channel is None:
-        raise AgentNotConfiguredError(_not_configured(name), target=f"domain '{name}'")
-    if backend == "auto":
-        backend = "libvirt" if channel.held_by_libvirt else "socket"
-    if backend == "socket":
-        return _socket_transport(info, channel, idle_timeout)
-    if backend != "libvirt":
-        raise ValueError(f"backend must be 'auto', 'libvirt' or 'socket', not {backend!r}")
-    if not channel.held_by_libvirt:
-        raise AgentNotConfiguredError(
-            f"domain '{name}' has its agent on a raw socket ({channel.socket_path}) that "
-            "libvirt does not manage",
-            target=f"domain '{name}'",
-            hint=_use_backend("socket"),
-        )
-    # A disconnected channel is not refused here: the guest may be booting, and libvirt
-    # answers "not connected" at once (AgentNotConnectedError) until its agent starts.
-    return LibvirtTransport(dom)
-
-
-def _socket_transport(
-    info: DomainInfo, channel: AgentChannel, idle_timeout: float | None
-) -> SocketTransport:
-    where = f"domain '{info.name}'"
-    if channel.held_by_libvirt:
-        raise AgentUnreachableError(
-            f"the agent channel of {where} is held by libvirt, which is its only client",
-            target=where,
-            hint=_use_backend("libvirt"),
-        )
-    if not _is_local(info.uri) or channel.socket_path is None:
-        raise AgentUnreachableError(
-            f"the agent socket of {where}, {channel.socket_path}, is on the hypervisor's "
-            "host, not "
-            f"this one ({info.uri}): run there, or give the domain a libvirt <channel>",
-            target=where,
-        )
-    return SocketTransport(
-        channel.socket_path,
-        idle_timeout=idle_timeout,
-        target=f"{where} (socket {channel.socket_path})",
-    )
-
-
-def _is_local(uri: str) -> bool:
-    parsed = urlsplit(uri)
-    return not parsed.hostname and parsed.scheme.partition("+")[2] in ("", "unix")

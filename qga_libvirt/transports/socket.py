@@ -43,7 +43,7 @@ from ..errors import (
     ReplyTooLargeError,
 )
 from ..protocol import DEFAULT_MAX_REPLY_BYTES, Conversation, Reply
-from .base import Request
+from .base import Features, Identity, Request
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
@@ -148,6 +148,11 @@ class SocketTransport:
             self._target = f"socket fd {sock.fileno()}"
         else:
             self._target = f"socket {self.path}"
+
+    @property
+    def features(self) -> Features:
+        """The socket path, for another process (none for a socket given by fd)."""
+        return Features(identity=None if self.path is None else Identity(socket=self.path))
 
     @property
     def target(self) -> str:

@@ -13,12 +13,11 @@ runs one agent command at a time, whatever the number of threads.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Final
+from typing import Final
 
 from ..protocol import Reply
-from .base import Request, Transport
+from .base import Request, Transport, features_of
 
 __all__ = ["MAX_THREADS", "ThreadedTransport"]
 
@@ -46,6 +45,7 @@ class ThreadedTransport:
 
     def __init__(self, transport: Transport, *, limit: int | None = None) -> None:
         self.blocking = transport
+        self.features = features_of(transport)  # power, agent events, identity: as is
         self._limit = limit
         self._gate: asyncio.Semaphore | None = None
 
@@ -60,11 +60,6 @@ class ThreadedTransport:
     @property
     def max_reply_bytes(self) -> int | None:
         return self.blocking.max_reply_bytes
-
-    def agent_connected_events(self) -> contextlib.AbstractContextManager[Any]:
-        """The blocking transport's agent lifecycle events, when it has them."""
-        events = getattr(self.blocking, "agent_connected_events", None)
-        return events() if events is not None else contextlib.nullcontext()
 
     async def execute(self, request: Request, timeout: float) -> Reply:
         loop = asyncio.get_running_loop()

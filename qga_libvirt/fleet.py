@@ -54,8 +54,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeAlias, TypeVar
 
-from ..client import DEFAULT_TIMEOUT, GuestAgent
-from ..errors import AgentTimeoutError, Hint, Remedy
+from .client import DEFAULT_TIMEOUT, GuestAgent
+from .errors import AgentTimeoutError, Hint, Remedy
 
 __all__ = ["FleetResult", "FleetTarget", "fleet_call", "fleet_ping"]
 
