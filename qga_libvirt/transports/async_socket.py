@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
 import socket
 
@@ -26,7 +27,94 @@ from .socket import DEFAULT_IDLE_TIMEOUT, busy_error, connect_error, lost_error,
 
 __all__ = ["AsyncSocketTransport"]
 
-_RECV_SIZE = 1 << 16
+
+def _same(link: _Link) -> _Link:
+    return link
+
+
+class _Link(asyncio.Protocol):
+    """One connection: received bytes go straight into the conversation, and the call
+    waiting for a reply is woken. The socket stays registered with the loop for the
+    connection's life (one registration, not one per read)."""
+
+    def __init__(self, conversation: Conversation) -> None:
+        self.conversation = conversation
+        self.stream: asyncio.Transport | None = None
+        self.lost: OSError | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._drained: asyncio.Future[None] | None = None
+        self._paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.stream = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.conversation.receive_data(data)
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._gone(None)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._gone(exc)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    def _gone(self, exc: Exception | None) -> None:
+        if self.lost is None:
+            self.lost = (
+                exc
+                if isinstance(exc, OSError)
+                else ConnectionResetError(errno.ECONNRESET, "the agent closed the connection")
+            )
+        self._wake()
+        self.resume_writing()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def write(self, data: bytes) -> None:
+        if self.lost is not None:
+            raise self.lost
+        assert self.stream is not None
+        self.stream.write(data)
+        while self._paused and self.lost is None:  # the agent reads slower than we write
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+        if self.lost is not None:
+            raise self.lost
+
+    async def reply(self) -> Reply | None:
+        """The reply to the request in flight; with none in flight, None once the
+        resync is answered."""
+        conv = self.conversation
+        while True:
+            reply = conv.next_reply()
+            if reply is not None or not (conv.in_flight or conv.syncing):
+                return reply
+            if self.lost is not None:
+                raise self.lost
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+
+    def close(self) -> None:
+        stream, self.stream = self.stream, None
+        if stream is None:
+            return
+        sock = stream.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # the agent sees the end at once
+        stream.abort()
 
 
 class AsyncSocketTransport:
@@ -52,12 +140,11 @@ class AsyncSocketTransport:
         self.idle_timeout = idle_timeout
         self.max_reply_line = max_reply_line
         self._target = target or f"socket {self.path}"
-        self._sock: socket.socket | None = None
+        self._link: _Link | None = None
         self._conversation = Conversation(max_reply_bytes=max_reply_line)
         self._lock: asyncio.Lock | None = None
         self._idle: asyncio.TimerHandle | None = None
         self._closed = False
-        self._buffer = bytearray(_RECV_SIZE)
 
     @property
     def target(self) -> str:
@@ -73,7 +160,7 @@ class AsyncSocketTransport:
 
     @property
     def connected(self) -> bool:
-        return self._sock is not None
+        return self._link is not None
 
     async def execute(self, request: Request, timeout: float) -> Reply:
         loop = asyncio.get_running_loop()
@@ -109,31 +196,30 @@ class AsyncSocketTransport:
             self._lock.release()
             if self.idle_timeout == 0:
                 self._disconnect()
-            elif self.idle_timeout is not None and self._sock is not None:
+            elif self.idle_timeout is not None and self._link is not None:
                 if self._idle is not None:
                     self._idle.cancel()
                 self._idle = loop.call_later(self.idle_timeout, self._reap)
 
     async def _execute(self, request: Request, timeout: float, deadline: float) -> Reply:
-        loop = asyncio.get_running_loop()
         phase = "connect"
         try:
             async with asyncio.timeout_at(deadline):
                 while True:
-                    fresh = self._sock is None
-                    sock = await self._ensure_connected(request.command, deadline)
+                    fresh = self._link is None
+                    link = await self._ensure_connected(request.command, deadline)
                     phase = "sync"
                     try:
                         if self._conversation.needs_resync:
-                            await loop.sock_sendall(sock, self._conversation.resync())
-                            await self._receive(sock)
+                            await link.write(self._conversation.resync())
+                            await link.reply()
                         data = self._conversation.send(
                             request.command, request.arguments, replies=request.replies
                         )
                         phase = "request"
-                        await loop.sock_sendall(sock, data)
+                        await link.write(data)
                         phase = "reply"
-                        reply = await self._receive(sock)
+                        reply = await link.reply()
                         assert reply is not None
                         return reply
                     except (BrokenPipeError, ConnectionResetError):
@@ -161,21 +247,9 @@ class AsyncSocketTransport:
             exc.target, exc.command = self._target, request.command
             raise
 
-    async def _receive(self, sock: socket.socket) -> Reply | None:
-        loop = asyncio.get_running_loop()
-        conv, buffer = self._conversation, self._buffer
-        reply = conv.next_reply() if conv.buffered else None
-        while reply is None and (conv.in_flight or conv.syncing):
-            n = await loop.sock_recv_into(sock, buffer)
-            if n == 0:
-                raise ConnectionResetError(errno.ECONNRESET, "the agent closed the connection")
-            conv.receive_data(memoryview(buffer)[:n])
-            reply = conv.next_reply()
-        return reply
-
-    async def _ensure_connected(self, command: str, deadline: float) -> socket.socket:
-        if self._sock is not None:
-            return self._sock
+    async def _ensure_connected(self, command: str, deadline: float) -> _Link:
+        if self._link is not None:
+            return self._link
         loop = asyncio.get_running_loop()
         delay = 0.005
         while True:
@@ -194,9 +268,15 @@ class AsyncSocketTransport:
             except OSError as exc:
                 sock.close()
                 raise connect_error(self._target, command, exc, self.path) from exc
-            self._sock = sock
             self._conversation = Conversation(max_reply_bytes=self.max_reply_line)
-            return sock
+            link = _Link(self._conversation)
+            try:
+                await loop.create_unix_connection(functools.partial(_same, link), sock=sock)
+            except BaseException:
+                sock.close()
+                raise
+            self._link = link
+            return link
 
     def _reap(self) -> None:
         """The idle timer: give the connection back unless a call holds it."""
@@ -206,23 +286,16 @@ class AsyncSocketTransport:
         self._disconnect()
 
     def _disconnect(self) -> None:
-        sock, self._sock = self._sock, None
+        link, self._link = self._link, None
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
-        if sock is None:
+        if link is None:
             return
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        sock.close()
+        link.close()
         self._conversation = Conversation(max_reply_bytes=self.max_reply_line)
 
     async def aclose(self) -> None:
         """Shut the connection down; the transport cannot be used afterwards."""
         self._closed = True
         self._disconnect()
-
-    def __del__(self) -> None:
-        if self._sock is not None:
-            with contextlib.suppress(Exception):
-                self._sock.close()
