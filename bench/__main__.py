@@ -20,6 +20,7 @@ BENCHMARKS: Final = {
     "libvirt_ping": "ping through libvirt vs bare qemuAgentCommand and virsh (boots a guest)",
     "run": "run() vs bare exec + tight status poll: socket, and libvirt (boots a guest)",
     "fleet": "fleet_call vs a plain loop and a warm thread pool, 10 to 1,000 host agents",
+    "aio": "AsyncGuestAgent vs a minimal asyncio client and fleet_call, 10 to 1,000 agents",
     "files": "file transfer throughput and memory vs a bare loop (socket and libvirt)",
     "upload_cpu": "client CPU per uploaded MiB vs requests built by hand",
     "ansible": "one playbook via qga.libvirt.agent vs community.libvirt's libvirt_qemu (a guest)",

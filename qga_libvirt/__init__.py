@@ -18,6 +18,7 @@ import importlib
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
+    from .async_client import AsyncGuestAgent
     from .client import DEFAULT_TIMEOUT, GuestAgent
     from .commands import Arguments, Command, Commands, Facts, command
     from .discovery import AgentChannel, DomainInfo, list_domains
@@ -74,6 +75,7 @@ __all__ = [
     "AgentUnreachableError",
     "AgentUnresponsiveError",
     "Arguments",
+    "AsyncGuestAgent",
     "Command",
     "CommandDisabledError",
     "CommandFailedError",
@@ -122,6 +124,7 @@ __all__ = [
 _WHERE: Final = {
     "DEFAULT_TIMEOUT": "client",
     "GuestAgent": "client",
+    "AsyncGuestAgent": "async_client",
     "Arguments": "commands",
     "Command": "commands",
     "Commands": "commands",

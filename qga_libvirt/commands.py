@@ -26,7 +26,7 @@ import os
 import sys
 import types
 import typing
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
@@ -67,6 +67,10 @@ _USER_BY_WIRE: dict[str, Command[Any, Any]] = {}
 
 class _Invoker(Protocol):
     def _invoke(self, command: Command[Any, R], arguments: Arguments) -> R: ...
+
+
+class _AsyncInvoker(Protocol):
+    def _invoke(self, command: Command[Any, R], arguments: Arguments) -> Coroutine[Any, Any, R]: ...
 
 
 @dataclass(frozen=True)
@@ -201,11 +205,16 @@ class Command(Generic[P, R]):
     def __get__(self, obj: None, owner: type) -> Command[P, R]: ...
     @overload
     def __get__(self, obj: _Invoker, owner: type) -> Callable[P, R]: ...
-    def __get__(self, obj: _Invoker | None, owner: type) -> Command[P, R] | Callable[P, R]:
+    @overload
+    def __get__(self, obj: _AsyncInvoker, owner: type) -> Callable[P, Coroutine[Any, Any, R]]: ...
+    def __get__(
+        self, obj: _Invoker | _AsyncInvoker | None, owner: type
+    ) -> Command[P, R] | Callable[P, R] | Callable[P, Coroutine[Any, Any, R]]:
         if obj is None:
             return self
 
-        def method(*args: P.args, **kwargs: P.kwargs) -> R:
+        def method(*args: P.args, **kwargs: P.kwargs) -> Any:
+            # The blocking client returns the result, the asyncio client an awaitable.
             return obj._invoke(self, self.arguments(*args, **kwargs))
 
         method.__name__ = self.method

@@ -14,6 +14,16 @@ Targets are libvirt domains by name, UUID or ID (:meth:`GuestAgent.from_domain
 <qga_libvirt.GuestAgent.from_socket>`), or :class:`~qga_libvirt.GuestAgent` instances.
 The agents a fleet opens it also closes; the instances it is given stay open.
 
+Many hypervisors. A domain target can name its own hypervisor, so one fleet spans
+hosts: a ``(uri, domain)`` pair, or a string ``URI/DOMAIN`` such as
+``qemu+ssh://host2/system/web1`` (the last path segment is the domain; a URI with a
+query string needs the pair form). One libvirt connection per URI is opened and shared
+by all its targets (see :func:`~qga_libvirt.discovery.open_connection`), and at most
+``per_uri`` targets of one URI are worked on at once: libvirtd serves
+``max_client_requests`` (5 by default) requests of one client connection at a time and
+queues the rest unread, where their timeouts would run while they wait. Each result
+says its :attr:`~FleetResult.hypervisor`.
+
 One failure never spoils the batch: every exception met for a target (opening it, ``fn``,
 closing it) is kept in that target's :class:`FleetResult`, typed, and the other targets
 go on. Results come back in the order of the targets.
@@ -54,17 +64,22 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeAlias, TypeVar
+from urllib.parse import urlsplit
 
 from .client import DEFAULT_TIMEOUT, GuestAgent
 from .errors import AgentTimeoutError, Hint, Remedy
 
-__all__ = ["FleetResult", "FleetTarget", "fleet_call", "fleet_ping"]
+__all__ = ["PER_URI", "FleetResult", "FleetTarget", "fleet_call", "fleet_ping", "split_target"]
 
 T = TypeVar("T")
 
-FleetTarget: TypeAlias = str | int | os.PathLike[str] | GuestAgent
-"""A domain name, UUID or ID; a socket path (a ``str`` with a ``/``, or a path object);
-or an agent."""
+FleetTarget: TypeAlias = str | int | os.PathLike[str] | GuestAgent | tuple[str, str | int]
+"""A domain name, UUID or ID; a ``(uri, domain)`` pair or a ``URI/DOMAIN`` string; a
+socket path (a ``str`` with a ``/`` and no ``://``, or a path object); or an agent."""
+
+PER_URI = 5
+"""Targets of one libvirt URI worked on at once by default: libvirtd's default
+``max_client_requests``, its limit on one client connection's requests in progress."""
 
 WALL_FACTOR = 3
 """``wall_timeout`` defaults to this many times ``timeout``: room for opening the target,
@@ -84,12 +99,15 @@ class FleetResult(Generic[T]):
             :class:`~qga_libvirt.AgentTimeoutError` when the wall-clock bound passed);
             whatever ``fn`` itself raised otherwise.
         duration: seconds spent on this target, opening and closing included.
+        hypervisor: the libvirt URI of a domain target that named one (a pair or a
+            ``URI/DOMAIN`` string), else None (the fleet's ``uri``, a socket, an agent).
     """
 
     target: str
     value: T | None = None
     error: Exception | None = None
     duration: float = 0.0
+    hypervisor: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -125,6 +143,7 @@ class FleetResult(Generic[T]):
             "error_type": self.error_type,
             "error_message": self.error_message,
             "duration": self.duration,
+            "hypervisor": self.hypervisor,
         }
 
 
@@ -136,6 +155,7 @@ def fleet_call(
     timeout: float = DEFAULT_TIMEOUT,
     wall_timeout: float | None = None,
     uri: str | None = None,
+    per_uri: int = PER_URI,
 ) -> list[FleetResult[T]]:
     """Run ``fn(agent)`` for every target, ``max_workers`` at a time; results in order.
 
@@ -146,19 +166,24 @@ def fleet_call(
         timeout: seconds each call waits for its reply.
         wall_timeout: seconds one target may take in all (default ``3 * timeout``;
             ``math.inf`` for no bound). See the module docs for how it is enforced.
-        uri: the libvirt URI for the targets that are domains (default like virsh).
+        uri: the libvirt URI for the domain targets that do not name one (default like
+            virsh).
+        per_uri: targets of one libvirt URI worked on at once (see :data:`PER_URI`).
 
     Raises:
-        ValueError: ``max_workers`` is below 1, or a timeout is not positive. Nothing
-            else: each target's errors are in its result.
+        ValueError: ``max_workers`` or ``per_uri`` is below 1, a timeout is not
+            positive, or a target is malformed (a ``URI/DOMAIN`` string without a
+            domain). Nothing else: each target's errors are in its result.
     """
-    if max_workers < 1:
-        raise ValueError(f"max_workers must be at least 1, not {max_workers}")
+    if max_workers < 1 or per_uri < 1:
+        raise ValueError(
+            f"max_workers and per_uri must be at least 1, not {max_workers}, {per_uri}"
+        )
     wall = WALL_FACTOR * timeout if wall_timeout is None else wall_timeout
     if not timeout > 0 or not wall > 0:
         raise ValueError(f"timeouts must be positive, not {timeout!r} and {wall!r}")
-    items = list(targets)
-    return _Batch(items, fn, timeout, wall, uri).run(max_workers)
+    items = [_resolve(target, uri) for target in targets]
+    return _Batch(items, fn, timeout, wall, per_uri).run(max_workers)
 
 
 def fleet_ping(
@@ -168,6 +193,7 @@ def fleet_ping(
     timeout: float = DEFAULT_TIMEOUT,
     wall_timeout: float | None = None,
     uri: str | None = None,
+    per_uri: int = PER_URI,
 ) -> list[FleetResult[None]]:
     """Ping every target (see :func:`fleet_call`): ``ok`` says which agents answer.
 
@@ -180,6 +206,7 @@ def fleet_ping(
         timeout=timeout,
         wall_timeout=wall_timeout,
         uri=uri,
+        per_uri=per_uri,
     )
 
 
@@ -187,20 +214,63 @@ def _ping(agent: GuestAgent) -> None:
     agent.ping()
 
 
-def _label(target: FleetTarget) -> str:
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """A target as the fleet works on it: its label, and for a domain its URI."""
+
+    target: str | int | os.PathLike[str] | GuestAgent
+    label: str
+    domain: bool
+    uri: str | None  # for a domain: its URI (None: the default one)
+    named: bool  # the target named its hypervisor
+
+
+def split_target(target: str) -> tuple[str, str] | None:
+    """``(uri, domain)`` of a ``URI/DOMAIN`` string such as
+    ``qemu+ssh://host2/system/web1``; None for a string without ``://``.
+
+    Raises:
+        ValueError: a URI with no domain after it, or with a query string.
+    """
+    if "://" not in target:
+        return None
+    parts = urlsplit(target)
+    uri_path, _, domain = parts.path.rpartition("/")
+    if parts.query or parts.fragment or not domain or not uri_path:
+        raise ValueError(
+            f"{target!r} is not URI/DOMAIN (e.g. qemu+ssh://host2/system/web1); "
+            "give a URI with a query string as a (uri, domain) pair"
+        )
+    return target[: target.rindex("/")], domain
+
+
+def _resolve(target: FleetTarget, uri: str | None) -> _Item:
     if isinstance(target, GuestAgent):
-        return target.target
-    return os.fspath(target) if isinstance(target, os.PathLike) else str(target)
+        return _Item(target, target.target, False, None, False)
+    if isinstance(target, tuple):
+        where, domain = target
+        return _Item(domain, f"{where}/{domain}", True, where, True)
+    if isinstance(target, os.PathLike):
+        return _Item(target, os.fspath(target), False, None, False)
+    if isinstance(target, str):
+        named = split_target(target)
+        if named is not None:
+            return _Item(named[1], target, True, named[0], True)
+        if "/" in target:
+            return _Item(target, target, False, None, False)
+    return _Item(target, str(target), True, uri, False)
 
 
-def _open(target: FleetTarget, timeout: float, uri: str | None) -> tuple[GuestAgent, bool]:
+def _open(item: _Item, timeout: float) -> tuple[GuestAgent, bool]:
     """The agent for a target, and whether the fleet opened it (and so closes it)."""
+    target = item.target
     if isinstance(target, GuestAgent):
         return target.with_timeout(timeout), False
     # The fleet closes what it opens as soon as its work is done: no idle watcher.
-    if isinstance(target, os.PathLike) or (isinstance(target, str) and "/" in target):
+    if not item.domain:
+        assert not isinstance(target, int)
         return GuestAgent.from_socket(target, timeout, idle_timeout=None), True
-    return GuestAgent.from_domain(target, uri, timeout, idle_timeout=None), True
+    return GuestAgent.from_domain(target, item.uri, timeout, idle_timeout=None), True
 
 
 RAMP = 0.002
@@ -267,14 +337,19 @@ class _Batch(Generic[T]):
 
     def __init__(
         self,
-        items: list[FleetTarget],
+        items: list[_Item],
         fn: Callable[[GuestAgent], T],
         timeout: float,
         wall: float,
-        uri: str | None,
+        per_uri: int,
     ) -> None:
-        self.items, self.fn, self.timeout, self.wall, self.uri = items, fn, timeout, wall, uri
-        self.labels = [_label(target) for target in items]
+        self.items, self.fn, self.timeout, self.wall = items, fn, timeout, wall
+        self.labels = [item.label for item in items]
+        self.hypervisors = [item.uri if item.named else None for item in items]
+        # One gate per libvirt URI: a worker waits at it before its target's clock starts.
+        self.gates = {
+            item.uri: threading.BoundedSemaphore(per_uri) for item in items if item.domain
+        }
         self.results: list[FleetResult[T] | None] = [None] * len(items)
         self.changed = threading.Condition()  # guards everything below
         self.upcoming = 0
@@ -310,7 +385,10 @@ class _Batch(Generic[T]):
                         del self.running[index]
                         label = self.labels[index]
                         self.results[index] = FleetResult(
-                            label, error=_overdue(label, self.wall), duration=now - start
+                            label,
+                            error=_overdue(label, self.wall),
+                            duration=now - start,
+                            hypervisor=self.hypervisors[index],
                         )
                         self.pending -= 1
                         self.workers -= 1
@@ -338,20 +416,31 @@ class _Batch(Generic[T]):
                     return
                 index = self.upcoming
                 self.upcoming += 1
-                self.running[index] = time.monotonic()
-            value, error, duration = self._one(self.items[index])
+            item = self.items[index]
+            gate = self.gates.get(item.uri) if item.domain else None
+            if gate is not None:
+                gate.acquire()
+            try:
+                with self.changed:
+                    self.running[index] = time.monotonic()
+                value, error, duration = self._one(item)
+            finally:
+                if gate is not None:
+                    gate.release()
             with self.changed:
                 if self.running.pop(index, None) is None:
                     return  # given up on: a replacement took this worker's place
-                self.results[index] = FleetResult(self.labels[index], value, error, duration)
+                self.results[index] = FleetResult(
+                    self.labels[index], value, error, duration, self.hypervisors[index]
+                )
                 self.pending -= 1
                 if not self.pending:  # deadlines the caller's thread checks on its own
                     self.changed.notify()
 
-    def _one(self, target: FleetTarget) -> tuple[T | None, Exception | None, float]:
+    def _one(self, item: _Item) -> tuple[T | None, Exception | None, float]:
         start = time.monotonic()
         try:
-            agent, opened = _open(target, self.timeout, self.uri)
+            agent, opened = _open(item, self.timeout)
             try:
                 value = self.fn(agent)
             finally:

@@ -119,3 +119,54 @@ def test_fleet_across_domains(lab: Lab) -> None:
     lines = [line.split(maxsplit=2) for line in result.stdout.decode().splitlines()]
     assert [line[:2] for line in lines] == [[lab.ok, "ok"], [lab.sock, "ok"], [lab.none, "error"]]
     assert "no guest agent channel" in lines[2][2]
+
+
+# --- several hypervisors (the lab's unix and TCP URIs count as two) ------------------------
+
+
+def test_list_and_fleet_across_two_uris(lab: Lab) -> None:
+    local, tcp = "qemu:///system", "qemu+tcp://127.0.0.1/system"
+    listed = qga("-c", local, "-c", tcp, "list", "--name", "--state-running")
+    assert listed.returncode == 0, listed.stderr
+    names = listed.stdout.decode().split()
+    assert f"{local}/{lab.ok}" in names
+    assert f"{tcp}/{lab.ok}" in names
+    table = qga("-c", local, "-c", tcp, "list").stdout.decode().splitlines()
+    assert table[0].split()[-1] == "Hypervisor"
+    assert any(lab.ok in row and row.rstrip().endswith(tcp) for row in table)
+
+    targets = [f"{local}/{lab.ok}", f"{tcp}/{lab.ok10}"]
+    done = qga("-c", local, "-c", tcp, "fleet", *targets, "--", "hostname")
+    assert done.returncode == 0, done.stderr
+    lines = [line.split() for line in done.stdout.decode().splitlines()]
+    assert [(line[0], line[1], line[2]) for line in lines] == [
+        (targets[0], "ok", lab.ok),
+        (targets[1], "ok", lab.ok10),
+    ]
+    report = json.loads(
+        qga("-c", local, "-c", tcp, "fleet", *targets, "--json", "--", "ping").stdout
+    )
+    assert [entry["target"] for entry in report] == targets
+
+    # --all names the domains of every URI, each with its hypervisor
+    everything = qga("-c", local, "-c", tcp, "fleet", "--all", "--", "ping").stdout.decode()
+    labels = {line.split()[0] for line in everything.splitlines()}
+    assert {f"{local}/{lab.ok}", f"{tcp}/{lab.ok}", f"{tcp}/{lab.sock}"} <= labels
+
+
+def test_several_uris_are_refused_where_they_cannot_apply(lab: Lab) -> None:
+    local, tcp = "qemu:///system", "qemu+tcp://127.0.0.1/system"
+    domain = qga("-c", local, "-c", tcp, lab.ok, "ping")
+    assert domain.returncode == 2
+    assert "-c once for a domain's command" in one_error_line(domain)
+    plain = qga("-c", local, "-c", tcp, "fleet", lab.ok, "--", "ping")
+    assert plain.returncode == 2
+    assert f"URI/{lab.ok}" in one_error_line(plain)
+
+
+def test_list_of_two_uris_with_one_down_lists_the_other_and_exits_8(lab: Lab) -> None:
+    down = "qemu+tcp://127.0.0.1:1/system"  # nothing listens on port 1
+    done = qga("-c", "qemu:///system", "-c", down, "list", "--name")
+    assert done.returncode == 8
+    assert f"qemu:///system/{lab.ok}" in done.stdout.decode().split()
+    assert "127.0.0.1:1" in one_error_line(done)

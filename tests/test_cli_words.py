@@ -184,7 +184,7 @@ def _library_messages() -> Iterator[tuple[str, str]]:
 
 
 # Said only to Python code that used a transport after closing it: qga never does.
-_PYTHON_ONLY = ("open a new GuestAgent",)
+_PYTHON_ONLY = ("open a new GuestAgent", "open a new AsyncGuestAgent")
 
 
 @pytest.mark.parametrize(("where", "text"), list(_library_messages()), ids=lambda v: v[:50])

@@ -31,9 +31,11 @@ from qga_libvirt import (
     fleet_call,
     fleet_ping,
 )
+from qga_libvirt.fleet import split_target
 from qga_libvirt.testing import HostAgent
+from qga_libvirt.transports.base import features_of
 
-from .lab import LOCAL_URI, Lab
+from .lab import LOCAL_URI, TCP_URI, Lab
 
 HOST_AGENTS = 50
 
@@ -137,6 +139,7 @@ def test_result_views() -> None:
         "error_type": None,
         "error_message": None,
         "duration": 0.5,
+        "hypervisor": None,
     }
     assert bad.as_dict()["error_type"] == "DomainNotFoundError"
     assert bad.as_dict()["error_message"] == "gone"
@@ -356,3 +359,85 @@ def test_ctrl_c_during_a_fleet_stops_it_and_the_next_fleet_works(
     assert settled == later  # no target started once those under way ended
     assert settled < 256  # and the rest were never started
     assert lines[1] == "next pong pong"  # the shared workers serve the next fleet
+
+
+# --- many hypervisors ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "split"),
+    [
+        ("qemu+ssh://root@host2/system/web1", ("qemu+ssh://root@host2/system", "web1")),
+        ("qemu:///system/web1", ("qemu:///system", "web1")),
+        ("qemu+tcp://10.0.0.2:16509/session/db", ("qemu+tcp://10.0.0.2:16509/session", "db")),
+        ("web1", None),
+        ("/run/web1.sock", None),
+    ],
+)
+def test_a_target_string_can_name_its_hypervisor(
+    target: str, split: tuple[str, str] | None
+) -> None:
+    assert split_target(target) == split
+
+
+@pytest.mark.parametrize(
+    "target", ["qemu:///system", "qemu:///system/", "qemu:///system?socket=/x/web1"]
+)
+def test_a_uri_without_a_domain_is_refused_before_anything_runs(target: str) -> None:
+    with pytest.raises(ValueError, match="URI/DOMAIN"):
+        fleet_call([target], lambda agent: None)
+
+
+@pytest.mark.vm
+def test_one_fleet_across_two_hypervisors(lab: Lab) -> None:
+    """The unix and the TCP URIs of the lab's libvirtd count as two hypervisors."""
+    targets: list[Any] = [
+        (LOCAL_URI, lab.ok),
+        f"{TCP_URI}/{lab.ok10}",
+        (TCP_URI, lab.ok),
+        lab.ok10,  # on the fleet's uri
+        f"{TCP_URI}/{lab.prefix}-nonexistent",
+    ]
+    results = fleet_call(targets, lambda agent: agent.get_host_name(), uri=LOCAL_URI)
+    assert [r.target for r in results] == [
+        f"{LOCAL_URI}/{lab.ok}",
+        f"{TCP_URI}/{lab.ok10}",
+        f"{TCP_URI}/{lab.ok}",
+        lab.ok10,
+        f"{TCP_URI}/{lab.prefix}-nonexistent",
+    ]
+    assert [r.hypervisor for r in results] == [LOCAL_URI, TCP_URI, TCP_URI, None, TCP_URI]
+    assert [r.value for r in results[:4]] == [lab.ok, lab.ok10, lab.ok, lab.ok10]
+    assert isinstance(results[4].error, DomainNotFoundError)
+    assert TCP_URI in str(results[4].error) or lab.prefix in str(results[4].error)
+
+
+@pytest.mark.vm
+def test_targets_of_one_uri_run_at_most_per_uri_at_once(lab: Lab) -> None:
+    lock = threading.Lock()
+    running: dict[str, int] = {}
+    peak: dict[str, int] = {}
+
+    def fn(agent: GuestAgent) -> None:
+        identity = features_of(agent.transport).identity
+        assert identity is not None
+        uri = str(identity.uri)
+        with lock:
+            running[uri] = running.get(uri, 0) + 1
+            peak[uri] = max(peak.get(uri, 0), running[uri])
+        try:
+            time.sleep(0.3)
+            agent.ping()
+        finally:
+            with lock:
+                running[uri] -= 1
+
+    pairs = [(uri, name) for uri in (LOCAL_URI, TCP_URI) for name in (lab.ok, lab.ok10)]
+    targets: list[Any] = pairs * 2
+    results = fleet_call(targets, fn, max_workers=8, per_uri=1)
+    assert all(r.ok for r in results), [r.error_message for r in results]
+    assert peak == {LOCAL_URI: 1, TCP_URI: 1}
+    peak.clear()
+    results = fleet_call(targets, fn, max_workers=8, per_uri=2)
+    assert all(r.ok for r in results), [r.error_message for r in results]
+    assert peak == {LOCAL_URI: 2, TCP_URI: 2}

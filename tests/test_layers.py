@@ -36,9 +36,18 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("facade", ("qga_libvirt",)),
     ("fleet", ("qga_libvirt.fleet",)),
-    ("client", ("qga_libvirt.client",)),
+    ("client", ("qga_libvirt.client", "qga_libvirt.async_client")),
     ("operations", ("qga_libvirt.operations",)),
-    ("plumbing", ("qga_libvirt.commands", "qga_libvirt.transports", "qga_libvirt.discovery")),
+    ("core", ("qga_libvirt.core",)),
+    (
+        "plumbing",
+        (
+            "qga_libvirt.commands",
+            "qga_libvirt.transports",
+            "qga_libvirt.discovery",
+            "qga_libvirt.steps",
+        ),
+    ),
     (
         "ground",
         (

@@ -171,7 +171,9 @@ def top_parser() -> argparse.ArgumentParser:
         "-c",
         "--connect",
         metavar="URI",
-        help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system)",
+        action="append",
+        help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///system); list and "
+        "fleet take several, one per hypervisor",
     )
     parser.add_argument(
         "-d", "--domain", metavar="DOMAIN", help="the domain (for a name like a command's)"
@@ -525,20 +527,32 @@ def _selected(domains: list[Any], states: Sequence[str] | None, inactive: bool) 
 def _list(out: Output, options: argparse.Namespace, args: argparse.Namespace, _: Any) -> int:
     from ..discovery import list_domains
 
-    domains = _selected(list_domains(options.connect), args.states, args.inactive)
+    several = len(options.connects) > 1
+    domains, failed = [], False
+    for uri in options.connects or [None]:
+        try:
+            domains += _selected(list_domains(uri), args.states, args.inactive)
+        except GuestAgentError as exc:
+            if not several:
+                raise
+            out.error(f"error: {_one_line(_error_text(exc, None))}")
+            failed = True
     if out.json_mode:
         out.json(domains)
     elif args.name:
-        out.lines(d.name for d in domains)
+        out.lines(f"{d.uri}/{d.name}" if several else d.name for d in domains)
     else:
         rows = [
             [str(d.id) if d.id is not None else "-", d.name, d.state, _agent_cell(d.agent_channel)]
+            + ([d.uri] if several else [])
             for d in domains
         ]
-        out.lines(table(["Id", "Name", "State", "Agent"], rows))
+        out.lines(
+            table(["Id", "Name", "State", "Agent"] + (["Hypervisor"] if several else []), rows)
+        )
         if not rows:
             out.line("(no domains)")
-    return exits.OK
+    return exits.PARTIAL if failed else exits.OK
 
 
 def _agent_cell(channel: Any) -> str:
@@ -588,7 +602,13 @@ def _fleet(
         raise UsageError("--workers must be at least 1")
     name, rest = tail[0], tail[1:]
     sub = _lookup(name)
-    targets = list(args.targets)
+    targets: list[Any] = list(args.targets)
+    if len(options.connects) > 1:
+        plain = [t for t in targets if "://" not in t and "/" not in t]
+        if plain:
+            raise UsageError(
+                f"with several -c, name each domain's hypervisor: URI/{plain[0]} (or give --all)"
+            )
     if args.all or args.states:
         targets += _fleet_domains(options, args.states or ["running"])
     if not targets:
@@ -642,12 +662,19 @@ def _fleet(
     return exits.OK if all(r["exit_code"] == 0 for r in reports) else exits.PARTIAL
 
 
-def _fleet_domains(options: argparse.Namespace, states: Sequence[str]) -> list[str]:
-    """The names of the domains in ``states`` that have a guest agent channel."""
+def _fleet_domains(options: argparse.Namespace, states: Sequence[str]) -> list[Any]:
+    """The domains in ``states`` that have a guest agent channel: names, or with several
+    -c, (URI, name) pairs."""
     from ..discovery import list_domains
 
-    domains = _selected(list_domains(options.connect), states, inactive=False)
-    return [d.name for d in domains if d.agent_channel is not None]
+    if len(options.connects) <= 1:
+        domains = _selected(list_domains(options.connect), states, inactive=False)
+        return [d.name for d in domains if d.agent_channel is not None]
+    targets: list[Any] = []
+    for uri in options.connects:
+        domains = _selected(list_domains(uri), states, inactive=False)
+        targets += [(uri, d.name) for d in domains if d.agent_channel is not None]
+    return targets
 
 
 def _completion_arguments(parser: argparse.ArgumentParser) -> None:
@@ -804,6 +831,12 @@ def _main(args: list[str], out: Output, state: _State) -> int:
     state.options = options
     _logs(options)
     words: list[str] = options.words
+    options.connects = options.connect or []
+    options.connect = options.connects[0] if options.connects else None
+    if len(options.connects) > 1 and not (
+        options.socket is None and options.domain is None and words[:1] in (["list"], ["fleet"])
+    ):
+        raise UsageError("-c once for a domain's command; list and fleet take several")
     if options.help:
         return _help(out, None)
     if options.socket is not None and options.domain is not None:

@@ -69,7 +69,11 @@ EXIT_CODES: Final[tuple[tuple[str, str], ...]] = (
         "the conversation broke: connection lost, a reply that makes no sense, a "
         "process's output lost",
     ),
-    (str(PARTIAL), "`fleet`: at least one target failed or exited non-zero"),
+    (
+        str(PARTIAL),
+        "`fleet`: at least one target failed or exited non-zero; `list`: a hypervisor "
+        "of several could not be reached",
+    ),
     (f"{CANNOT_RUN}, {NOT_FOUND}", "`freeze`: the host command could not be run / found"),
     (f"{SIGNAL_BASE}+N", "`exec`, `shell`: the guest process was killed by signal N"),
     (f"{INTERRUPTED}", "interrupted (Ctrl-C)"),

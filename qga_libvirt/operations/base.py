@@ -13,46 +13,23 @@ restates another's signatures; :class:`~qga_libvirt.GuestAgent` composes them.
 from __future__ import annotations
 
 import contextlib
-import copy
-import threading
-import time
 from collections.abc import Sequence
-from typing import Self
+from typing import TypeVar
 
 from ..commands import Commands
-from ..errors import (
-    AgentNotConfiguredError,
-    AgentNotConnectedError,
-    AgentTimeoutError,
-    AgentUnreachableError,
-    ConnectionLostError,
-    DomainNotFoundError,
-    GuestAgentError,
-)
+from ..core import AgentCore
+from ..steps import Program
 from ..transports.base import Transport, features_of
 
 __all__ = ["AgentBase"]
 
+T = TypeVar("T")
 
-class AgentBase(Commands):
-    """The typed commands over a transport, and what the operations share."""
+
+class AgentBase(AgentCore, Commands):
+    """The typed commands over a blocking transport, and what the operations share."""
 
     transport: Transport
-    timeout: float
-
-    @property
-    def target(self) -> str:
-        """What this agent is reached through, e.g. ``socket /run/qga.sock``."""
-        return self.transport.target
-
-    def with_timeout(self, timeout: float) -> Self:
-        """A view of this agent whose calls wait up to ``timeout`` seconds.
-
-        ``agent.with_timeout(60).fstrim()``: same connection, same cached info.
-        """
-        view = copy.copy(self)
-        view.timeout = timeout
-        return view
 
     def wait_for_agent(self, timeout: float = 60.0) -> None:
         """Wait until the agent answers a ping: for a guest that is booting or rebooting.
@@ -73,36 +50,11 @@ class AgentBase(Commands):
         with (
             events.agent_connected_events() if events is not None else contextlib.nullcontext()
         ) as woken:
-            self._wait_for_agent(timeout, woken)
+            self._drive(self._wait_for_agent_steps(timeout, woken))
 
-    def _wait_for_agent(self, timeout: float, woken: threading.Event | None) -> None:
-        deadline = time.monotonic() + timeout
-        delay = 0.05
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                self.with_timeout(max(0.1, min(remaining, 2.0))).ping()
-                return
-            except (AgentTimeoutError, AgentNotConnectedError, ConnectionLostError) as exc:
-                last: GuestAgentError = exc
-            except AgentUnreachableError as exc:
-                if isinstance(exc, DomainNotFoundError | AgentNotConfiguredError):
-                    raise
-                last = exc
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AgentTimeoutError(  # the last error's hint (wait for it) is moot here
-                    f"the agent of {self.target} did not answer within {timeout:g} s: "
-                    f"{last.message}",
-                    target=self.target,
-                    command=Commands.ping.wire,
-                ) from last
-            if woken is not None:  # an event wakes us: poll rarely
-                woken.wait(min(max(delay, 1.0), remaining))
-                woken.clear()
-            else:
-                time.sleep(min(delay, remaining))
-            delay = min(delay * 2, 1.0)
+    def _drive(self, program: Program[T]) -> T:
+        """Run a program of :mod:`~qga_libvirt.steps` with blocking calls (the client)."""
+        raise NotImplementedError
 
     # --- the guest-shell helpers: implemented by RunOps ---------------------------------
 

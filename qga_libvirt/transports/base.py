@@ -147,7 +147,8 @@ class Features:
 _NONE = Features()
 
 
-def features_of(transport: Transport) -> Features:
-    """The features ``transport`` declares (in a ``features`` attribute; none without)."""
+def features_of(transport: object) -> Features:
+    """The features ``transport`` (blocking or asyncio) declares (in a ``features``
+    attribute; none without)."""
     features = getattr(transport, "features", None)
     return features if isinstance(features, Features) else _NONE

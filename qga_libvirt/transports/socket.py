@@ -45,7 +45,14 @@ from ..errors import (
 from ..protocol import DEFAULT_MAX_REPLY_BYTES, Conversation, Reply
 from .base import Features, Identity, Request
 
-__all__ = ["DEFAULT_IDLE_TIMEOUT", "SocketTransport"]
+__all__ = [
+    "DEFAULT_IDLE_TIMEOUT",
+    "SocketTransport",
+    "busy_error",
+    "connect_error",
+    "lost_error",
+    "timeout_error",
+]
 
 DEFAULT_IDLE_TIMEOUT: Final = 2.0
 _RECV_SIZE: Final = 1 << 20
@@ -280,31 +287,11 @@ class SocketTransport:
         return reply
 
     def _lost(self, command: str, exc: OSError, *, writing: bool) -> ConnectionLostError:
-        what = "writing to" if writing else "reading the reply to " + command + " from"
-        return ConnectionLostError(
-            f"lost the connection while {what} {self._target}: {exc.strerror or exc}; "
-            "the agent or VM may have restarted, the next call reconnects",
-            writing=writing,
-            target=self._target,
-            command=command,
-        )
+        return lost_error(self._target, command, exc, writing=writing)
 
     def _timeout(self, command: str, timeout: float, *, sent: bool) -> AgentTimeoutError:
-        if sent:
-            hint = "the command may still be running in the guest"
-        elif self._conversation.synced_once:
-            hint = "the agent stopped answering (it did not answer a resync); nothing was sent"
-        else:
-            hint = (
-                "the agent did not answer a resync, so nothing was sent: is qemu-ga running "
-                "in the guest? (another client may also be holding the socket: a chardev "
-                "serves one client at a time)"
-            )
-        return AgentTimeoutError(
-            f"no reply to {command} from {self._target} within {timeout:g} s: {hint}",
-            target=self._target,
-            command=command,
-        )
+        synced = self._conversation.synced_once
+        return timeout_error(self._target, command, timeout, sent=sent, synced_once=synced)
 
     def _ensure_connected(self, command: str, deadline: float) -> tuple[socket.socket, select.poll]:
         if self._sock is not None and self._poller is not None:
@@ -342,27 +329,12 @@ class SocketTransport:
                 sock.close()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise AgentUnreachableError(
-                        f"cannot connect to {self._target}: it is busy (other clients hold "
-                        "the socket and its queue is full; a chardev serves one client at a "
-                        "time)",
-                        target=self._target,
-                        command=command,
-                        hint=Hint(
-                            Remedy.SHARE_SOCKET,
-                            "share one GuestAgent between threads instead of one each, or "
-                            "give the other clients idle_timeout=0",
-                        ),
-                    ) from exc
+                    raise busy_error(self._target, command) from exc
                 time.sleep(min(delay, remaining))
                 delay = min(delay * 2, 0.1)
             except OSError as exc:
                 sock.close()
-                raise AgentUnreachableError(
-                    f"cannot connect to {self._target}: {_connect_hint(exc, self.path)}",
-                    target=self._target,
-                    command=command,
-                ) from exc
+                raise connect_error(self._target, command, exc, self.path) from exc
 
     def _reap(self) -> float | None:
         """Called by the reaper: close the connection if it is idle; else when to look
@@ -397,6 +369,67 @@ class SocketTransport:
         with self._lock:
             self._closed = True
             self._disconnect()
+
+
+# The words of this backend's failures, for the blocking and the asyncio transports.
+
+
+def lost_error(target: str, command: str, exc: OSError, *, writing: bool) -> ConnectionLostError:
+    """The connection broke while writing a request or reading its reply."""
+    what = "writing to" if writing else "reading the reply to " + command + " from"
+    return ConnectionLostError(
+        f"lost the connection while {what} {target}: {exc.strerror or exc}; "
+        "the agent or VM may have restarted, the next call reconnects",
+        writing=writing,
+        target=target,
+        command=command,
+    )
+
+
+def timeout_error(
+    target: str, command: str, timeout: float, *, sent: bool, synced_once: bool
+) -> AgentTimeoutError:
+    """No reply in time: to the request (``sent``) or to the resync before it."""
+    if sent:
+        hint = "the command may still be running in the guest"
+    elif synced_once:
+        hint = "the agent stopped answering (it did not answer a resync); nothing was sent"
+    else:
+        hint = (
+            "the agent did not answer a resync, so nothing was sent: is qemu-ga running "
+            "in the guest? (another client may also be holding the socket: a chardev "
+            "serves one client at a time)"
+        )
+    return AgentTimeoutError(
+        f"no reply to {command} from {target} within {timeout:g} s: {hint}",
+        target=target,
+        command=command,
+    )
+
+
+def busy_error(target: str, command: str) -> AgentUnreachableError:
+    """Connecting kept failing with EAGAIN until the deadline."""
+    return AgentUnreachableError(
+        f"cannot connect to {target}: it is busy (other clients hold "
+        "the socket and its queue is full; a chardev serves one client at a "
+        "time)",
+        target=target,
+        command=command,
+        hint=Hint(
+            Remedy.SHARE_SOCKET,
+            "share one GuestAgent between threads instead of one each, or "
+            "give the other clients idle_timeout=0",
+        ),
+    )
+
+
+def connect_error(target: str, command: str, exc: OSError, path: str) -> AgentUnreachableError:
+    """Connecting failed for good."""
+    return AgentUnreachableError(
+        f"cannot connect to {target}: {_connect_hint(exc, path)}",
+        target=target,
+        command=command,
+    )
 
 
 def _connect_hint(exc: OSError, path: str) -> str:
