@@ -59,10 +59,6 @@ _STATES: Final = {
 }
 
 
-def _silence(_ctx: object, _error: object) -> None:
-    """libvirt's default handler prints every error to stderr; ours carry it instead."""
-
-
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -150,7 +146,7 @@ def open_connection(uri: str | None = None, *, shared: bool = True) -> Any:
         if conn is not None and conn.isAlive():
             return conn
         if quiet.wanted():
-            libvirt.registerErrorHandler(_silence, None)
+            libvirt.registerErrorHandler(quiet.silence, None)
         try:
             conn = libvirt.open(uri)
         except libvirt.libvirtError as exc:

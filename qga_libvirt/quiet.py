@@ -11,17 +11,27 @@ libvirt.
 
 from __future__ import annotations
 
-__all__ = ["quiet_libvirt_errors", "wanted"]
+import sys
+
+__all__ = ["quiet_libvirt_errors", "silence", "wanted"]
 
 _quiet = False
 
 
 def quiet_libvirt_errors() -> None:
-    """For a program that owns its process (``qga``, ``qga-mcp``): from the next
-    connection the library opens on, libvirt's errors are no longer printed on stderr.
+    """For a program that owns its process (``qga``, ``qga-mcp``): libvirt's errors are
+    no longer printed on stderr (at once if libvirt is loaded, else from the first
+    connection the library opens).
     The errors the library raises carry libvirt's words either way."""
     global _quiet
     _quiet = True
+    libvirt = sys.modules.get("libvirt")
+    if libvirt is not None:  # already loaded: from now on, not only from the next connection
+        libvirt.registerErrorHandler(silence, None)
+
+
+def silence(_ctx: object, _error: object) -> None:
+    """libvirt's default handler prints every error to stderr; ours carry it instead."""
 
 
 def wanted() -> bool:
