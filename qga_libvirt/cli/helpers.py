@@ -52,7 +52,7 @@ def _view(
 
     def prepare(ctx: Context, namespace: argparse.Namespace) -> Runner:
         def run(agent: GuestAgent) -> Outcome:
-            value = getattr(agent, command.method)()
+            value = command.__get__(agent, type(agent))()
             return Outcome(value, text=None if text is None else text(value))
 
         return run
