@@ -23,7 +23,7 @@ import pytest
 
 from qga_libvirt import FakeTransport, GuestAgent, SocketTransport
 from qga_libvirt.cli import app
-from qga_libvirt.cli.core import Context
+from qga_libvirt.cli.core import Context, GlobalOptions
 from qga_libvirt.cli.helpers import check_public_key
 from qga_libvirt.cli.inputs import UsageError
 from qga_libvirt.cli.output import Output
@@ -335,7 +335,9 @@ def test_guestinfo_asks_each_command_once(sock: Path) -> None:
     guestinfo = app.agent_subcommands()["guestinfo"]
     namespace = app.subcommand_parser(guestinfo, "qga D guestinfo").parse_args([])
     options = app.top_parser().parse_args(["--socket", str(sock)])
-    ctx = Context(Output(json_mode=True, stdout=io.BytesIO()), options)
+    ctx = Context(
+        Output(json_mode=True, stdout=io.BytesIO()), GlobalOptions.from_namespace(options)
+    )
     try:
         outcome = guestinfo.prepare(ctx, namespace)(GuestAgent(counting))
     finally:

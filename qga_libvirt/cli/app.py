@@ -16,6 +16,7 @@ quick however many commands there are.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import os
 import sys
@@ -29,13 +30,15 @@ from ..quiet import quiet_libvirt_errors
 from ..transports.domain import BACKENDS
 from . import exits
 from .completion import SHELLS, Words, render
-from .core import Context, Outcome, Runner, Subcommand
+from .core import Context, GlobalOptions, Outcome, Runner, Subcommand
 from .inputs import UsageError
 from .messages import error_text
 from .output import Output, table
 
 if TYPE_CHECKING:
     from ..client import GuestAgent
+    from ..discovery import AgentChannel, DomainInfo
+    from ..fleet import FleetTarget
 
 __all__ = [
     "HOST_COMMANDS",
@@ -359,25 +362,32 @@ _WATCH: Final = Subcommand(
 
 @dataclass
 class _State:
-    """What error handling needs to know of a run that may have failed anywhere."""
+    """What error handling needs to know of a run that may have failed anywhere, kept
+    up to date as the run goes: ``--debug`` as it stands, and the target as typed once
+    it is settled (for the hints of errors)."""
 
-    options: argparse.Namespace | None = None
-
-    @property
-    def debug(self) -> bool:
-        return bool(self.options is not None and self.options.debug)
+    debug: bool = False
+    where: str | None = None
 
 
-def _merge(options: argparse.Namespace, given: argparse.Namespace, out: Output) -> None:
-    """Output options given after the command count too."""
-    for key in ("json", "debug", "trace", "timeout"):
-        if key in vars(given):
-            setattr(options, key, getattr(given, key))
+def _adopt(state: _State, out: Output, options: GlobalOptions) -> GlobalOptions:
+    """Make ``options`` the run's: its output mode, its logs, and error handling's view."""
+    state.debug = options.debug
     out.json_mode = options.json
     _logs(options)
+    return options
 
 
-def _logs(options: argparse.Namespace) -> None:
+def _merge(
+    state: _State, out: Output, options: GlobalOptions, given: argparse.Namespace
+) -> GlobalOptions:
+    """Output options given after the command count too: the options with them."""
+    keys = ("json", "debug", "trace", "timeout")
+    changes = {key: getattr(given, key) for key in keys if key in vars(given)}
+    return _adopt(state, out, dataclasses.replace(options, **changes))
+
+
+def _logs(options: GlobalOptions) -> None:
     """--debug: the library's debug logs; --trace or QGA_TRACE=1: the wire trace only."""
     trace = options.trace or os.environ.get("QGA_TRACE", "") not in ("", "0")
     if not (options.debug or trace):
@@ -395,8 +405,11 @@ def _logs(options: argparse.Namespace) -> None:
         logger.addHandler(handler)
 
 
-def _leading_options(out: Output, options: argparse.Namespace, words: list[str]) -> list[str]:
-    """--json, -j, --debug, --timeout typed between the target and the command count too."""
+def _leading_options(
+    state: _State, out: Output, options: GlobalOptions, words: list[str]
+) -> tuple[GlobalOptions, list[str]]:
+    """--json, -j, --debug, --timeout typed between the target and the command count too:
+    the options with them, and the words after them."""
     cut = 0
     while cut < len(words) and words[cut] in _OUTPUT_OPTIONS - {"-h", "--help"}:
         cut += 2 if words[cut] == "--timeout" else 1
@@ -404,11 +417,11 @@ def _leading_options(out: Output, options: argparse.Namespace, words: list[str])
         given, unknown = _output_parent().parse_known_args(words[:cut])
         if unknown:
             raise UsageError(f"--timeout needs SECONDS (see {PROG} --help)")
-        _merge(options, given, out)
-    return words[cut:]
+        options = _merge(state, out, options, given)
+    return options, words[cut:]
 
 
-def _open_agent(options: argparse.Namespace) -> GuestAgent:
+def _open_agent(options: GlobalOptions) -> GuestAgent:
     from ..client import DEFAULT_TIMEOUT, GuestAgent
 
     timeout = options.timeout or DEFAULT_TIMEOUT
@@ -416,12 +429,13 @@ def _open_agent(options: argparse.Namespace) -> GuestAgent:
         if options.backend == "libvirt":
             raise UsageError("--socket talks to the socket itself: it takes no --backend libvirt")
         return GuestAgent.from_socket(options.socket, timeout)
-    return GuestAgent.from_domain(
-        options.domain_name, options.connect, timeout, backend=options.backend
-    )
+    assert options.domain is not None, "a target is a socket or a domain"
+    return GuestAgent.from_domain(options.domain, options.connect, timeout, backend=options.backend)
 
 
-def _run(out: Output, options: argparse.Namespace, sub: Subcommand, namespace: Any) -> int:
+def _run(
+    out: Output, options: GlobalOptions, sub: Subcommand, namespace: argparse.Namespace
+) -> int:
     ctx = Context(out, options)
     runner = sub.prepare(ctx, namespace)
     with _open_agent(options) as agent:
@@ -430,13 +444,13 @@ def _run(out: Output, options: argparse.Namespace, sub: Subcommand, namespace: A
     return outcome.exit_code
 
 
-def _where(options: argparse.Namespace) -> str:
+def _where(options: GlobalOptions) -> str:
     """The target as typed: ``--socket PATH`` or the domain."""
-    return f"--socket {options.socket}" if options.socket else str(options.domain_name)
+    return f"--socket {options.socket}" if options.socket else str(options.domain)
 
 
-def _agent_command(out: Output, options: argparse.Namespace, words: list[str]) -> int:
-    words = _leading_options(out, options, words)
+def _agent_command(state: _State, out: Output, options: GlobalOptions, words: list[str]) -> int:
+    options, words = _leading_options(state, out, options, words)
     if not words:
         raise UsageError(f"no command given for {_where(options)} (see qga --help)")
     name, rest = words[0], words[1:]
@@ -444,7 +458,7 @@ def _agent_command(out: Output, options: argparse.Namespace, words: list[str]) -
         return _help(out, rest[0] if rest and name == "help" else None)
     sub = _lookup(name, options.domain)
     namespace = subcommand_parser(sub, f"{PROG} {_where(options)} {name}").parse_args(rest)
-    _merge(options, namespace, out)
+    options = _merge(state, out, options, namespace)
     return _run(out, options, sub, namespace)
 
 
@@ -455,13 +469,14 @@ def _agent_command(out: Output, options: argparse.Namespace, words: list[str]) -
 class HostCommand:
     """A command that needs no target first (``qga list``, ``qga cp``, ...).
 
-    ``tail`` commands (fleet) take a qga command after ``--``: ``run`` gets its words.
+    ``run`` gets the run's state, the output, the global options, its own arguments and
+    (``tail`` commands, fleet) the words of the qga command after ``--``.
     """
 
     name: str
     summary: str
     arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[Output, argparse.Namespace, argparse.Namespace, list[str]], int]
+    run: Callable[[_State, Output, GlobalOptions, argparse.Namespace, list[str]], int]
     tail: str = ""
 
 
@@ -474,15 +489,15 @@ def host_parser(command: HostCommand, prog: str = PROG) -> argparse.ArgumentPars
 
 
 def _host_command(
-    out: Output, options: argparse.Namespace, command: HostCommand, words: list[str]
+    state: _State, out: Output, options: GlobalOptions, command: HostCommand, words: list[str]
 ) -> int:
     tail: list[str] = []
     if command.tail and "--" in words:
         cut = words.index("--")
         words, tail = words[:cut], words[cut + 1 :]
     namespace = host_parser(command).parse_args(words)
-    _merge(options, namespace, out)
-    return command.run(out, options, namespace, tail)
+    options = _merge(state, out, options, namespace)
+    return command.run(state, out, options, namespace, tail)
 
 
 _STATE_FLAGS: Final = {
@@ -514,7 +529,9 @@ def _list_arguments(parser: argparse.ArgumentParser) -> None:
     _state_arguments(parser, "only the domains")
 
 
-def _selected(domains: list[Any], states: Sequence[str] | None, inactive: bool) -> list[Any]:
+def _selected(
+    domains: list[DomainInfo], states: Sequence[str] | None, inactive: bool
+) -> list[DomainInfo]:
     """The domains in the states asked for (all when none are)."""
     wanted = {state for flag in states or () for state in _STATE_FLAGS[flag]}
     if wanted:
@@ -524,12 +541,16 @@ def _selected(domains: list[Any], states: Sequence[str] | None, inactive: bool) 
     return domains
 
 
-def _list(out: Output, options: argparse.Namespace, args: argparse.Namespace, _: Any) -> int:
+def _list(
+    state: _State, out: Output, options: GlobalOptions, args: argparse.Namespace, _: list[str]
+) -> int:
     from ..discovery import list_domains
 
     several = len(options.connects) > 1
-    domains, failed = [], False
-    for uri in options.connects or [None]:
+    domains: list[DomainInfo] = []
+    failed = False
+    uris: Sequence[str | None] = options.connects or (None,)
+    for uri in uris:
         try:
             domains += _selected(list_domains(uri), args.states, args.inactive)
         except GuestAgentError as exc:
@@ -555,7 +576,7 @@ def _list(out: Output, options: argparse.Namespace, args: argparse.Namespace, _:
     return exits.PARTIAL if failed else exits.OK
 
 
-def _agent_cell(channel: Any) -> str:
+def _agent_cell(channel: AgentChannel | None) -> str:
     """The Agent column of qga list (the MCP server's words for it are its own)."""
     if channel is None:
         return "no channel"
@@ -568,13 +589,16 @@ def _cp_arguments(parser: argparse.ArgumentParser) -> None:
     agent_subcommands()["cp"].arguments(parser)
 
 
-def _cp(out: Output, options: argparse.Namespace, args: argparse.Namespace, _: Any) -> int:
+def _cp(
+    state: _State, out: Output, options: GlobalOptions, args: argparse.Namespace, _: list[str]
+) -> int:
     from .helpers import parse_guest_spec
 
     remote = parse_guest_spec(args.source) or parse_guest_spec(args.destination)
     if remote is None or not remote.domain:
         raise UsageError("qga cp needs DOMAIN:/path on one side (or: qga DOMAIN cp :/path ...)")
-    options.domain_name = remote.domain
+    options = dataclasses.replace(options, domain=remote.domain)
+    state.where = _where(options)
     return _run(out, options, agent_subcommands()["cp"], args)
 
 
@@ -594,7 +618,7 @@ def _fleet_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _fleet(
-    out: Output, options: argparse.Namespace, args: argparse.Namespace, tail: list[str]
+    state: _State, out: Output, options: GlobalOptions, args: argparse.Namespace, tail: list[str]
 ) -> int:
     if not tail:
         raise UsageError("fleet needs -- and a command after the targets (see qga fleet --help)")
@@ -602,9 +626,9 @@ def _fleet(
         raise UsageError("--workers must be at least 1")
     name, rest = tail[0], tail[1:]
     sub = _lookup(name)
-    targets: list[Any] = list(args.targets)
+    targets: list[FleetTarget] = list(args.targets)
     if len(options.connects) > 1:
-        plain = [t for t in targets if "://" not in t and "/" not in t]
+        plain = [t for t in args.targets if "://" not in t and "/" not in t]
         if plain:
             raise UsageError(
                 f"with several -c, name each domain's hypervisor: URI/{plain[0]} (or give --all)"
@@ -619,7 +643,7 @@ def _fleet(
     if not sub.in_fleet:
         raise UsageError(f"{name} does not run in a fleet")
     namespace = subcommand_parser(sub, f"{PROG} fleet ... -- {name}").parse_args(rest)
-    _merge(options, namespace, out)
+    options = _merge(state, out, options, namespace)
 
     from ..client import DEFAULT_TIMEOUT
     from ..fleet import fleet_call
@@ -662,7 +686,7 @@ def _fleet(
     return exits.OK if all(r["exit_code"] == 0 for r in reports) else exits.PARTIAL
 
 
-def _fleet_domains(options: argparse.Namespace, states: Sequence[str]) -> list[Any]:
+def _fleet_domains(options: GlobalOptions, states: Sequence[str]) -> list[FleetTarget]:
     """The domains in ``states`` that have a guest agent channel: names, or with several
     -c, (URI, name) pairs."""
     from ..discovery import list_domains
@@ -670,7 +694,7 @@ def _fleet_domains(options: argparse.Namespace, states: Sequence[str]) -> list[A
     if len(options.connects) <= 1:
         domains = _selected(list_domains(options.connect), states, inactive=False)
         return [d.name for d in domains if d.agent_channel is not None]
-    targets: list[Any] = []
+    targets: list[FleetTarget] = []
     for uri in options.connects:
         domains = _selected(list_domains(uri), states, inactive=False)
         targets += [(uri, d.name) for d in domains if d.agent_channel is not None]
@@ -681,7 +705,9 @@ def _completion_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("shell", choices=SHELLS)
 
 
-def _completion(out: Output, options: argparse.Namespace, args: argparse.Namespace, _: Any) -> int:
+def _completion(
+    state: _State, out: Output, options: GlobalOptions, args: argparse.Namespace, _: list[str]
+) -> int:
     out.raw(render(args.shell, completion_words()).encode())
     return exits.OK
 
@@ -706,7 +732,7 @@ def _help_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _help_command(
-    out: Output, options: argparse.Namespace, args: argparse.Namespace, _: Any
+    state: _State, out: Output, options: GlobalOptions, args: argparse.Namespace, _: list[str]
 ) -> int:
     return _help(out, args.command)
 
@@ -786,8 +812,7 @@ def _error_text(error: BaseException, target: str | None) -> str:
 
 
 def _fail(out: Output, error: BaseException, state: _State) -> int:
-    options = state.options
-    where = _where(options) if options is not None and "domain_name" in options else None
+    where = state.where
     if isinstance(error, UsageError):
         code, message = exits.USAGE, f"error: {error}"
     elif isinstance(error, KeyboardInterrupt):
@@ -820,24 +845,20 @@ def _fail(out: Output, error: BaseException, state: _State) -> int:
 
 
 def _main(args: list[str], out: Output, state: _State) -> int:
-    options = top_parser().parse_args(args)  # --version exits here, having imported little
+    parsed = top_parser().parse_args(args)  # --version exits here, having imported little
     from ..commands import load_user_commands
 
     try:  # $QGA_COMMANDS: users' own declared commands become subcommands
         load_user_commands()
     except ImportError as exc:
         raise UsageError(str(exc)) from None
-    out.json_mode = options.json
-    state.options = options
-    _logs(options)
-    words: list[str] = options.words
-    options.connects = options.connect or []
-    options.connect = options.connects[0] if options.connects else None
+    options = _adopt(state, out, GlobalOptions.from_namespace(parsed))
+    words: list[str] = list(parsed.words)
     if len(options.connects) > 1 and not (
         options.socket is None and options.domain is None and words[:1] in (["list"], ["fleet"])
     ):
         raise UsageError("-c once for a domain's command; list and fleet take several")
-    if options.help:
+    if parsed.help:
         return _help(out, None)
     if options.socket is not None and options.domain is not None:
         raise UsageError("give --socket or a domain, not both")
@@ -845,14 +866,14 @@ def _main(args: list[str], out: Output, state: _State) -> int:
         if not words:
             raise UsageError("no command given (see qga --help)")
         if words[0] in HOST_COMMANDS:
-            return _host_command(out, options, HOST_COMMANDS[words[0]], words[1:])
+            return _host_command(state, out, options, HOST_COMMANDS[words[0]], words[1:])
         if words[0].startswith("-"):
             raise UsageError(f"unknown option {words[0]} (see qga --help)")
-        options.domain = words.pop(0)
-    options.domain_name = options.domain
+        options = dataclasses.replace(options, domain=words.pop(0))
+    state.where = _where(options)
     if not words and options.domain in agent_subcommands().keys() | ALIASES.keys():
         raise UsageError(f"{options.domain} needs a domain first: qga DOMAIN {options.domain}")
-    return _agent_command(out, options, words)
+    return _agent_command(state, out, options, words)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,8 +12,61 @@ from .output import Output, human_lines, one_line
 if TYPE_CHECKING:
     from ..client import GuestAgent
     from ..commands import Command
+    from ..transports.domain import Backend
 
-__all__ = ["Context", "Outcome", "Prepare", "Runner", "Subcommand", "no_arguments"]
+__all__ = [
+    "Context",
+    "GlobalOptions",
+    "Outcome",
+    "Prepare",
+    "Runner",
+    "Subcommand",
+    "no_arguments",
+]
+
+
+@dataclass(frozen=True)
+class GlobalOptions:
+    """The options of the whole run: the target and how to talk and report, read from
+    the words before the command (and ``--json``, ``--debug``, ``--trace``, ``--timeout``
+    after it). Never changed: a later rule makes a new one (``dataclasses.replace``).
+
+    Attributes:
+        connects: every ``-c URI``, in order (several only for ``list`` and ``fleet``).
+        domain: the domain, when the target is one (``-d``, the first word, or ``cp``'s).
+        socket: ``--socket PATH``, when the target is an agent's socket.
+        backend: ``--backend``.
+        timeout: ``--timeout``, when given.
+        json, debug, trace: ``--json``, ``--debug``, ``--trace``.
+    """
+
+    connects: tuple[str, ...] = ()
+    domain: str | None = None
+    socket: str | None = None
+    backend: Backend = "auto"
+    timeout: float | None = None
+    json: bool = False
+    debug: bool = False
+    trace: bool = False
+
+    @property
+    def connect(self) -> str | None:
+        """The libvirt URI of a one-hypervisor command (None: libvirt's default)."""
+        return self.connects[0] if self.connects else None
+
+    @classmethod
+    def from_namespace(cls, parsed: argparse.Namespace) -> GlobalOptions:
+        """The options the top-level parser read (its ``words`` are not options)."""
+        return cls(
+            connects=tuple(parsed.connect or ()),
+            domain=parsed.domain,
+            socket=parsed.socket,
+            backend=parsed.backend,
+            timeout=parsed.timeout,
+            json=parsed.json,
+            debug=parsed.debug,
+            trace=parsed.trace,
+        )
 
 
 @dataclass(frozen=True)
@@ -21,14 +74,13 @@ class Context:
     """What a subcommand may use besides its own arguments."""
 
     out: Output
-    options: argparse.Namespace
+    options: GlobalOptions
     in_fleet: bool = False
 
     @property
     def timeout(self) -> float | None:
         """``--timeout``, when given."""
-        value: float | None = self.options.timeout
-        return value
+        return self.options.timeout
 
     @property
     def progress_allowed(self) -> bool:

@@ -52,7 +52,7 @@ def _view(
 
     def prepare(ctx: Context, namespace: argparse.Namespace) -> Runner:
         def run(agent: GuestAgent) -> Outcome:
-            value = getattr(agent, command.method)()
+            value = command.__get__(agent, type(agent))()
             return Outcome(value, text=None if text is None else text(value))
 
         return run
@@ -233,7 +233,7 @@ def _run_waiting(
 
 def _collect(ctx: Context, pid: int) -> str:
     """The command line that collects process ``pid`` later."""
-    name = ctx.options.domain_name
+    name = ctx.options.domain
     where = f"qga {name}" if name else f"qga --socket {ctx.options.socket}"
     return f"{where} exec --collect {pid}"
 
@@ -353,7 +353,7 @@ def _cp_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _prepare_cp(ctx: Context, namespace: argparse.Namespace) -> Runner:
     remote, local, download = parse_copy(namespace.source, namespace.destination)
-    domain = ctx.options.domain_name
+    domain = ctx.options.domain
     if remote.domain and remote.domain != domain:
         where = f"domain '{domain}'" if domain else "a socket"
         raise UsageError(
@@ -569,7 +569,11 @@ def _prepare_freeze(ctx: Context, namespace: argparse.Namespace) -> Runner:
 # --- power ----------------------------------------------------------------------------
 
 
-def _power(name: str, summary: str) -> Subcommand:
+PowerAction = Callable[["GuestAgent", "float | None"], None]
+"""One of the agent's shutdowns, given how long to wait for it (None: not at all)."""
+
+
+def _power(name: str, summary: str, act: PowerAction) -> Subcommand:
     """reboot, poweroff, halt: the agent's shutdown, optionally waited for."""
 
     def arguments(parser: argparse.ArgumentParser) -> None:
@@ -583,7 +587,7 @@ def _power(name: str, summary: str) -> Subcommand:
 
     def prepare(ctx: Context, namespace: argparse.Namespace) -> Runner:
         def run(agent: GuestAgent) -> Outcome:
-            getattr(agent, name)(wait=namespace.wait)
+            act(agent, namespace.wait)
             return Outcome()
 
         return run
@@ -866,9 +870,21 @@ HELPERS: tuple[Subcommand, ...] = (
         ),
         in_fleet=False,
     ),
-    _power("reboot", "Reboot the guest (--wait: until its agent answers again)."),
-    _power("poweroff", "Power the guest off (--wait: until it is off)."),
-    _power("halt", "Halt the guest's OS, the VM staying on (--wait: until it is down)."),
+    _power(
+        "reboot",
+        "Reboot the guest (--wait: until its agent answers again).",
+        lambda agent, wait: agent.reboot(wait=wait),
+    ),
+    _power(
+        "poweroff",
+        "Power the guest off (--wait: until it is off).",
+        lambda agent, wait: agent.poweroff(wait=wait),
+    ),
+    _power(
+        "halt",
+        "Halt the guest's OS, the VM staying on (--wait: until it is down).",
+        lambda agent, wait: agent.halt(wait=wait),
+    ),
     Subcommand(
         "wait",
         "Wait until the agent answers (--timeout, default 60 s).",

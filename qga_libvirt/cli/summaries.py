@@ -218,7 +218,7 @@ def _prepare_guestinfo(ctx: Context, namespace: argparse.Namespace) -> Runner:
                 missing[key] = f"{command.wire} is {why}"
                 continue
             try:
-                value[key] = getattr(agent, command.method)()
+                value[key] = command.__get__(agent, type(agent))()
             except AgentCommandError as exc:
                 missing[key] = exc.desc
         if missing:
