@@ -137,9 +137,10 @@ class Run:
         return stats
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def python_guest() -> Iterator[str]:
-    """A tiny guest with the Python disk; autouse, so that it boots alongside the lab."""
+    """A tiny guest with the Python disk, booted only for the test that needs it (a TCG
+    guest running all session long costs every other test CPU)."""
     libvirtd_up()
     conn = libvirt.open(LOCAL_URI)
     name = f"qgat{os.getpid()}-py"
