@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import tempfile
 import tracemalloc
 from collections.abc import Callable, Coroutine
@@ -30,7 +29,7 @@ from typing import Any
 from qga_libvirt import AsyncGuestAgent, GuestAgentError, fleet_call
 from qga_libvirt.testing import HostAgent
 
-from .harness import QUICK, interleaved, load, report
+from .harness import QUICK, checked, interleaved, load, report, with_silent
 
 OPEN = 256
 WORKERS = 16
@@ -90,15 +89,6 @@ def _fleet(paths: list[str], timeout: float) -> Callable[[], int]:
     return sweep
 
 
-def _checked(sweep: Callable[[], int], answering: int, label: str) -> Callable[[], int]:
-    def run() -> int:
-        got = sweep()
-        assert got == answering, f"{label}: {got} of {answering} answered"
-        return got
-
-    return run
-
-
 def _memory_per_target(paths: list[str], timeout: float) -> float:
     tracemalloc.start()
     try:
@@ -119,17 +109,7 @@ def main() -> dict[str, float]:
         every = [str(host.socket) for host in hosts]
         for n in sizes:
             paths = every[:n]
-            silent = max(1, round(n * SILENT_SHARE))
-            dead = []
-            for i in range(silent):
-                server = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
-                server.bind(str(scratch / f"silent{n}-{i}.sock"))
-                server.listen(1024)
-                dead.append(str(scratch / f"silent{n}-{i}.sock"))
-            step = n // silent
-            mixed = list(paths)
-            for i, path in enumerate(dead):
-                mixed[i * step] = path
+            mixed, silent = with_silent(stack, scratch, paths, SILENT_SHARE)
             for label, targets, timeout, answering in (
                 (f"ping {n} agents", paths, TIMEOUT, n),
                 (f"ping {n} agents, {silent} silent", mixed, SILENT_TIMEOUT, n - silent),
@@ -141,7 +121,7 @@ def main() -> dict[str, float]:
                 }
                 before = load()
                 stats = interleaved(
-                    {k: _checked(v, answering, k) for k, v in contenders.items()}, rounds
+                    {k: checked(v, answering, k) for k, v in contenders.items()}, rounds
                 )
                 ratios = report(
                     f"{label}: median sweep over {rounds} interleaved rounds",

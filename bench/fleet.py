@@ -21,7 +21,6 @@ which costs a whole timeout in a plain loop.
 from __future__ import annotations
 
 import contextlib
-import socket
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +29,7 @@ from pathlib import Path
 from qga_libvirt import GuestAgent, GuestAgentError, fleet_call
 from qga_libvirt.testing import HostAgent
 
-from .harness import QUICK, interleaved, load, report
+from .harness import QUICK, checked, interleaved, load, report, with_silent
 
 WORKERS = 16
 TIMEOUT = 5.0
@@ -63,15 +62,6 @@ def fleet(paths: list[str], timeout: float) -> Callable[[], int]:
     return sweep
 
 
-def checked(sweep: Callable[[], int], answering: int, label: str) -> Callable[[], int]:
-    def run() -> int:
-        got = sweep()
-        assert got == answering, f"{label}: {got} of {answering} answered"
-        return got
-
-    return run
-
-
 def main() -> dict[str, float]:
     sizes = [10, 200] if QUICK else [10, 200, 1000]
     rounds = 5 if QUICK else 7
@@ -83,18 +73,7 @@ def main() -> dict[str, float]:
         pool = stack.enter_context(ThreadPoolExecutor(WORKERS))
         for n in sizes:
             paths = every[:n]
-            silent = max(1, round(n * SILENT_SHARE))
-            dead = []
-            for i in range(silent):
-                server = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
-                server.bind(str(scratch / f"silent{n}-{i}.sock"))
-                server.listen(1024)
-                dead.append(str(scratch / f"silent{n}-{i}.sock"))
-            # The silent ones spread among the others, as they would be in a real fleet.
-            step = n // silent
-            mixed = list(paths)
-            for i, path in enumerate(dead):
-                mixed[i * step] = path
+            mixed, silent = with_silent(stack, scratch, paths, SILENT_SHARE)
             for label, targets, timeout, answering in (
                 (f"ping {n} agents", paths, TIMEOUT, n),
                 (

@@ -8,20 +8,27 @@ median to the baseline's, and the load average before and after.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import statistics
+import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 __all__ = [
     "QUICK",
     "Stats",
     "bare_socket_ping",
+    "checked",
     "interleaved",
+    "libvirt_guest",
     "load",
     "report",
     "report_against",
+    "with_silent",
 ]
 
 QUICK = os.environ.get("QGA_BENCH_QUICK") == "1"
@@ -155,3 +162,56 @@ def report_against(
                 line += f" (target <= {target:g}: {'ok' if ratio <= target else 'OVER'})"
         print(line)
     return ratios
+
+
+def checked(sweep: Callable[[], int], answering: int, label: str) -> Callable[[], int]:
+    """``sweep`` (it returns how many targets answered), asserting that many answer."""
+
+    def run() -> int:
+        got = sweep()
+        assert got == answering, f"{label}: {got} of {answering} answered"
+        return got
+
+    return run
+
+
+def with_silent(
+    stack: contextlib.ExitStack, scratch: Path, paths: list[str], share: float
+) -> tuple[list[str], int]:
+    """``paths`` with ``share`` of them (at least one) replaced by sockets nobody serves,
+    spread among the others as they would be in a real fleet; and how many."""
+    n = len(paths)
+    silent = max(1, round(n * share))
+    mixed = list(paths)
+    step = n // silent
+    for i in range(silent):
+        path = str(scratch / f"silent{n}-{i}.sock")
+        server = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+        server.bind(path)
+        server.listen(1024)
+        mixed[i * step] = path
+    return mixed, silent
+
+
+@contextlib.contextmanager
+def libvirt_guest(prefix: str, wait: float = 240) -> Iterator[str]:
+    """A running tiny guest whose agent answers through libvirt: ``$QGA_BENCH_DOMAIN``,
+    or one booted for the benchmark (and destroyed after it)."""
+    given = os.environ.get("QGA_BENCH_DOMAIN")
+    if given:
+        yield given
+        return
+    from qga_libvirt import GuestAgent
+    from qga_libvirt.discovery import open_connection
+    from scripts import tinyguest
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([str(root / "scripts" / "libvirtd-up.sh")], check=True)
+    conn = open_connection("qemu:///system")
+    name = f"{prefix}-{os.getpid()}"
+    tinyguest.start(conn, name, agent="libvirt", data_disk=False)
+    try:
+        GuestAgent.from_domain(name, conn).wait_for_agent(wait)
+        yield name
+    finally:
+        tinyguest.destroy(conn, name)

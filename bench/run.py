@@ -18,20 +18,19 @@ means, with the agent calls each run made (counted at the transport).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
-import subprocess
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from qga_libvirt import GuestAgent
 from qga_libvirt.testing import HostAgent
 
-from .harness import QUICK, Stats, interleaved, load, report
+from .harness import QUICK, Stats, interleaved, libvirt_guest, load, report
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_MS = 3.0  # socket: the library's median run(["/bin/true"])
@@ -129,25 +128,9 @@ def socket_row(batches: int, per_batch: int) -> float:
     return ratios["qga_libvirt"]
 
 
-@contextmanager
-def guest() -> Iterator[str]:
+def guest() -> contextlib.AbstractContextManager[str]:
     """A running tiny guest with a libvirt agent channel: QGA_BENCH_DOMAIN, or one booted."""
-    given = os.environ.get("QGA_BENCH_DOMAIN")
-    if given:
-        yield given
-        return
-    from qga_libvirt.discovery import open_connection
-    from scripts import tinyguest
-
-    subprocess.run([str(ROOT / "scripts" / "libvirtd-up.sh")], check=True)
-    conn = open_connection("qemu:///system")
-    name = f"qga-bench-run-{os.getpid()}"
-    tinyguest.start(conn, name, agent="libvirt", data_disk=False)
-    try:
-        GuestAgent.from_domain(name, conn).wait_for_agent(240)
-        yield name
-    finally:
-        tinyguest.destroy(conn, name)
+    return libvirt_guest("qga-bench-run")
 
 
 def libvirt_row(batches: int, per_batch: int) -> float:

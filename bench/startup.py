@@ -21,12 +21,20 @@ import resource
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from qga_libvirt.testing import HostAgent
 
-from .harness import QUICK, Stats, bare_socket_ping, interleaved, load, report_against
+from .harness import (
+    QUICK,
+    Stats,
+    bare_socket_ping,
+    interleaved,
+    libvirt_guest,
+    load,
+    report_against,
+)
 
 PYTHON = sys.executable
 QGA = str(Path(PYTHON).with_name("qga"))
@@ -72,24 +80,6 @@ def process(name: str, *argv: str) -> Callable[[], object]:
     return run
 
 
-@contextlib.contextmanager
-def _guest() -> Iterator[str]:
-    """A running tiny guest whose agent answers, through libvirt."""
-    from qga_libvirt import GuestAgent
-    from qga_libvirt.discovery import open_connection
-    from scripts import tinyguest
-
-    subprocess.run([str(ROOT / "scripts" / "libvirtd-up.sh")], check=True)
-    conn = open_connection("qemu:///system")
-    name = f"qga-bench-start-{os.getpid()}"
-    tinyguest.start(conn, name, agent="libvirt", data_disk=False)
-    try:
-        GuestAgent.from_domain(name, conn).wait_for_agent(180)
-        yield name
-    finally:
-        tinyguest.destroy(conn, name)
-
-
 def main() -> dict[str, float]:
     batches = 6 if QUICK else 20
     with HostAgent() as host, contextlib.ExitStack() as stack:
@@ -110,7 +100,7 @@ def main() -> dict[str, float]:
         }
         where = "host qemu-ga socket"
         if not QUICK:
-            name = stack.enter_context(_guest())
+            name = stack.enter_context(libvirt_guest("qga-bench-start", 180))
             ping = '{"execute":"guest-ping"}'
             osinfo = '{"execute":"guest-get-osinfo"}'
             commands |= {
