@@ -136,6 +136,22 @@ def test_a_process_past_its_timeout_is_told_how_to_collect_it(sock: Path) -> Non
 
 
 @pytest.mark.agent
+def test_a_fleet_process_past_its_timeout_is_told_how_to_collect_it_from_its_target(
+    sock: Path,
+) -> None:
+    """In a fleet the hint names the target that runs the process, not the command line's
+    (which has no single domain or socket)."""
+    done = qga(
+        "--timeout", "1", "fleet", str(sock), "--", "exec", "--keep", "--", "sh", "-c", "sleep 2"
+    )
+    assert done.returncode == 8
+    line = done.stdout.decode()
+    pid = line.split("exec --collect ")[1].split("`")[0]
+    assert f"`qga --socket {sock} exec --collect {pid}`" in line
+    assert qga("--socket", sock, "exec", "--collect", pid).returncode == 0
+
+
+@pytest.mark.agent
 def test_exec_status_prints_the_output_not_a_repr(sock: Path) -> None:
     script = "printf 'hello\\n'; printf 'oops\\n' >&2; exit 3"
     started = qga("--socket", sock, "exec", "--no-wait", "--", "/bin/sh", "-c", script)

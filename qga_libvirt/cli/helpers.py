@@ -26,6 +26,7 @@ from ..commands import Command, Commands
 from ..errors import AgentCommandError, CommandTimeoutError, GuestAgentError
 from ..operations.freeze import FREEZE_TIMEOUT
 from ..operations.run import OUTPUT_LIMIT, SHELL
+from ..transports.base import features_of
 from . import exits
 from .core import Context, Outcome, Runner, Subcommand
 from .inputs import UsageError, read_bytes, read_lines, read_secret, stdin_is_piped
@@ -223,7 +224,9 @@ def _run_waiting(
     except KeyboardInterrupt:
         if keep and started:  # without --keep, run() killed it
             pid = started[0].pid
-            ctx.out.error(f"the process goes on as pid {pid}: `{_collect(ctx, pid)}` collects it")
+            ctx.out.error(
+                f"the process goes on as pid {pid}: `{_collect(ctx, agent, pid)}` collects it"
+            )
         raise
     outcome = _run_outcome(result)
     if output is not None:  # already shown
@@ -231,10 +234,18 @@ def _run_waiting(
     return outcome
 
 
-def _collect(ctx: Context, pid: int) -> str:
-    """The command line that collects process ``pid`` later."""
-    name = ctx.options.domain
-    where = f"qga {name}" if name else f"qga --socket {ctx.options.socket}"
+def _collect(ctx: Context, agent: GuestAgent, pid: int) -> str:
+    """The command line that collects process ``pid`` later: in a fleet, for the target
+    that ran it (its socket, or its URI and UUID), not the command line's."""
+    identity = features_of(agent.transport).identity if ctx.in_fleet else None
+    if identity is not None and identity.socket is not None:
+        where = f"qga --socket {identity.socket}"
+    elif identity is not None and identity.uri and identity.domain_uuid:
+        where = f"qga -c {identity.uri} {identity.domain_uuid}"
+    elif ctx.options.domain:
+        where = f"qga {ctx.options.domain}"
+    else:
+        where = f"qga --socket {ctx.options.socket}"
     return f"{where} exec --collect {pid}"
 
 
@@ -252,7 +263,7 @@ def _still_running(
     """The error for --timeout: the process was killed, or (--keep) how to collect it."""
     if keep:
         what = (
-            f"it goes on as pid {exc.pid}: `{_collect(ctx, exc.pid)}` waits for it and "
+            f"it goes on as pid {exc.pid}: `{_collect(ctx, agent, exc.pid)}` waits for it and "
             "prints its output"
         )
     else:
