@@ -86,6 +86,6 @@ def boot_lab() -> Iterator[Lab]:
             list(pool.map(wait, [lab.ok, lab.sock, lab.ok10]))
         lab.boot_seconds = time.monotonic() - start
         yield lab
-    finally:
-        for name in lab.created:
-            tinyguest.destroy(conn, name)
+    finally:  # in parallel: libvirt gives each qemu a few seconds to end on SIGTERM
+        with ThreadPoolExecutor(max(1, len(lab.created))) as pool:
+            list(pool.map(lambda name: tinyguest.destroy(conn, name), lab.created))
